@@ -1,0 +1,186 @@
+"""Print an eventlog, one event per line, as it arrives.
+
+FILE is an eventlog file, a FIFO a program is writing into (GHC's
++RTS -l -ol<fifo>), or - for standard input.  Lines read like
+`ghc-events show`: "TIMESTAMP: cap N: what happened", in stream order.
+
+With --stats, print the number of events of each type instead, and totals;
+--json makes that one JSON object with "total", "by_id", "complete",
+"header_types" and more.
+
+Exit status: 0 for a complete stream and for one that stops early (a killed
+program: a note goes to stderr); 1 with a one-line message for corrupt input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import IO, Iterator, TextIO
+
+from ..errors import CommandError, FormatError
+from ..eventlog import (
+    EVENT_TYPES,
+    NEED_DATA,
+    DataEnd,
+    EndOfStream,
+    Event,
+    EventLogReader,
+    Header,
+    Skipped,
+)
+
+HELP = "print an eventlog file or FIFO as text, or count its events"
+
+CHUNK = 1 << 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="eventlog file or FIFO, or - for standard input")
+    parser.add_argument("--stats", action="store_true", help="count events per type instead of printing them")
+    parser.add_argument("--json", action="store_true", help="with --stats: print one JSON object")
+    parser.add_argument("--no-header", action="store_true", help="do not print the header's event types")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.json and not args.stats:
+        raise CommandError("--json goes with --stats", exit_code=2)
+    out = sys.stdout
+    if hasattr(out, "reconfigure"):
+        # Text that is not UTF-8 survives decoding as surrogates; show it escaped.
+        out.reconfigure(errors="backslashreplace")
+    try:
+        with _open(args.file) as stream:
+            if args.stats:
+                return _stats(stream, out, args.json, args.file)
+            return _show(stream, out, not args.no_header, args.file)
+    except FormatError as err:
+        raise CommandError(f"{args.file}: corrupt eventlog {err}") from None
+    except BrokenPipeError:
+        # Output piped into `head`: stop quietly, and keep Python from
+        # complaining again while flushing stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _open(path: str) -> IO[bytes]:
+    if path == "-":
+        return os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+    try:
+        return open(path, "rb", buffering=0)
+    except OSError as err:
+        raise CommandError(f"cannot open {path}: {err.strerror}") from None
+
+
+def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    while True:
+        data = stream.read(CHUNK)
+        if not data:
+            return
+        yield data
+
+
+def _show(stream: IO[bytes], out: TextIO, header: bool, name: str) -> int:
+    reader = EventLogReader()
+    for data in _chunks(stream):
+        reader.feed(data)
+        _print_items(reader, out, header, name)
+        out.flush()
+    reader.close()
+    _print_items(reader, out, header, name)
+    return 0
+
+
+def _print_items(reader: EventLogReader, out: TextIO, header: bool, name: str) -> None:
+    write = out.write
+    while True:
+        item = reader.next_event()
+        if item is NEED_DATA:
+            return
+        if isinstance(item, Event):
+            if item.cap is None:
+                write(f"{item.ts}: {item.describe()}\n")
+            else:
+                write(f"{item.ts}: cap {item.cap}: {item.describe()}\n")
+        elif isinstance(item, Header):
+            if header:
+                write("Event Types:\n")
+                for et in sorted(item.types.values(), key=lambda t: t.id):
+                    size = "variable" if et.variable else str(et.size)
+                    write(f"{et.id}: {et.description} (size {size})\n")
+                write("\nEvents:\n")
+        elif isinstance(item, Skipped):
+            write(f"-- skipped {item.length} bytes at offset {item.offset} that are not an eventlog\n")
+        elif isinstance(item, DataEnd):
+            write("-- end of data\n")
+        elif isinstance(item, EndOfStream):
+            _note_end(item, name)
+
+
+def _note_end(item: EndOfStream, name: str) -> None:
+    if not item.complete:
+        extra = f" ({item.pending} bytes of an unfinished item)" if item.pending else ""
+        print(f"lpm show: {name}: stream stops without its end marker{extra}", file=sys.stderr)
+
+
+def _stats(stream: IO[bytes], out: TextIO, as_json: bool, name: str) -> int:
+    reader = EventLogReader()
+    by_id: dict[int, int] = {}
+    header_types = 0
+    segments = 0
+    skipped = 0
+    end: EndOfStream | None = None
+
+    def drain() -> None:
+        nonlocal header_types, segments, skipped, end
+        while True:
+            item = reader.count(by_id)
+            if item is NEED_DATA:
+                return
+            if isinstance(item, Header):
+                header_types = len(item.types)
+                segments += 1
+            elif isinstance(item, Skipped):
+                skipped += item.length
+            elif isinstance(item, EndOfStream):
+                end = item
+
+    for data in _chunks(stream):
+        reader.feed(data)
+        drain()
+    reader.close()
+    drain()
+    assert end is not None
+    total = sum(by_id.values())
+    known = reader.header.types if reader.header else {}
+    if as_json:
+        result = {
+            "total": total,
+            "by_id": {str(k): v for k, v in sorted(by_id.items())},
+            "complete": end.complete,
+            "header_types": header_types,
+            "segments": segments,
+            "bytes": end.offset,
+            "skipped_bytes": skipped,
+            "pending_bytes": end.pending,
+        }
+        out.write(json.dumps(result) + "\n")
+    else:
+        width = max([len(str(n)) for n in by_id.values()] + [5])
+        out.write(f"{'id':>5}  {'count':>{width}}  type\n")
+        for type_id, n in sorted(by_id.items()):
+            cls = EVENT_TYPES.get(type_id)
+            et = known.get(type_id)
+            label = cls.__name__ if cls else f"unknown ({et.description if et else '?'})"
+            out.write(f"{type_id:>5}  {n:>{width}}  {label}\n")
+        out.write(f"\n{total} events of {len(by_id)} types; {header_types} types declared; {end.offset} bytes")
+        if segments > 1:
+            out.write(f"; {segments} headers (the writer restarted)")
+        if skipped:
+            out.write(f"; {skipped} bytes skipped before a header")
+        out.write("; complete\n" if end.complete else "; INCOMPLETE: no end marker\n")
+    _note_end(end, name)
+    return 0
