@@ -8,10 +8,10 @@ this command when those parts exist.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import tempfile
-from types import SimpleNamespace
 
 from ..eventlog.sample import sample_eventlog
 from . import show
@@ -36,25 +36,15 @@ def run(args: argparse.Namespace) -> int:
             f.write(data)
     try:
         print(f"== a sample Python program's eventlog: {path} ({len(data)} bytes)\n")
-        lines = _capture(lambda: show.run(SimpleNamespace(file=path, stats=False, json=False, no_header=True)))
-        shown = lines.splitlines()
+        text = io.StringIO()
+        show.show_file(path, text, header=False)
+        shown = text.getvalue().splitlines()
         print("\n".join(shown[: args.lines + 1]))
         if len(shown) > args.lines + 1:
             print(f"... {len(shown) - args.lines - 1} more lines (python -m lpm show {path})")
         print("\n== events per type (python -m lpm show --stats FILE)\n")
-        return show.run(SimpleNamespace(file=path, stats=True, json=False, no_header=True))
+        return show.stats_file(path, sys.stdout)
     finally:
         if not args.out:
             os.unlink(path)
 
-
-def _capture(fn: "object") -> str:
-    import io
-
-    old = sys.stdout
-    sys.stdout = buf = io.StringIO()
-    try:
-        fn()  # type: ignore[operator]
-    finally:
-        sys.stdout = old
-    return buf.getvalue()

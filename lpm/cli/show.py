@@ -30,6 +30,7 @@ from ..eventlog import (
     EventLogReader,
     Header,
     Skipped,
+    UnknownEvent,
 )
 
 HELP = "print an eventlog file or FIFO as text, or count its events"
@@ -48,16 +49,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json and not args.stats:
         raise CommandError("--json goes with --stats", exit_code=2)
     out = sys.stdout
-    if hasattr(out, "reconfigure"):
-        # Text that is not UTF-8 survives decoding as surrogates; show it escaped.
-        out.reconfigure(errors="backslashreplace")
     try:
-        with _open(args.file) as stream:
-            if args.stats:
-                return _stats(stream, out, args.json, args.file)
-            return _show(stream, out, not args.no_header, args.file)
-    except FormatError as err:
-        raise CommandError(f"{args.file}: corrupt eventlog {err}") from None
+        if args.stats:
+            return stats_file(args.file, out, as_json=args.json)
+        return show_file(args.file, out, header=not args.no_header)
     except BrokenPipeError:
         # Output piped into `head`: stop quietly, and keep Python from
         # complaining again while flushing stdout at exit.
@@ -83,14 +78,23 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
         yield data
 
 
-def _show(stream: IO[bytes], out: TextIO, header: bool, name: str) -> int:
-    reader = EventLogReader()
-    for data in _chunks(stream):
-        reader.feed(data)
-        _print_items(reader, out, header, name)
-        out.flush()
-    reader.close()
-    _print_items(reader, out, header, name)
+def show_file(name: str, out: TextIO, header: bool = True) -> int:
+    """Print the eventlog in file (or FIFO, or ``-``) ``name`` to ``out``.
+
+    Raises:
+        CommandError: the file cannot be opened or is corrupt.
+    """
+    with _open(name) as stream:
+        reader = EventLogReader()
+        try:
+            for data in _chunks(stream):
+                reader.feed(data)
+                _print_items(reader, out, header, name)
+                out.flush()
+            reader.close()
+            _print_items(reader, out, header, name)
+        except FormatError as err:
+            raise CommandError(f"{name}: corrupt eventlog {err}") from None
     return 0
 
 
@@ -101,10 +105,17 @@ def _print_items(reader: EventLogReader, out: TextIO, header: bool, name: str) -
         if item is NEED_DATA:
             return
         if isinstance(item, Event):
+            text = item.describe()
+            if isinstance(item, UnknownEvent) and reader.header is not None:
+                et = reader.header.types.get(item.type_id)
+                if et is not None:
+                    text = f"{et.description} (unknown type {item.type_id}, {len(item.data)} bytes)"
+            # Bytes that are not UTF-8 survive decoding as surrogates: escape them.
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
             if item.cap is None:
-                write(f"{item.ts}: {item.describe()}\n")
+                write(f"{item.ts}: {text}\n")
             else:
-                write(f"{item.ts}: cap {item.cap}: {item.describe()}\n")
+                write(f"{item.ts}: cap {item.cap}: {text}\n")
         elif isinstance(item, Header):
             if header:
                 write("Event Types:\n")
@@ -124,6 +135,19 @@ def _note_end(item: EndOfStream, name: str) -> None:
     if not item.complete:
         extra = f" ({item.pending} bytes of an unfinished item)" if item.pending else ""
         print(f"lpm show: {name}: stream stops without its end marker{extra}", file=sys.stderr)
+
+
+def stats_file(name: str, out: TextIO, as_json: bool = False) -> int:
+    """Count the events in file (or FIFO, or ``-``) ``name`` per type; print to ``out``.
+
+    Raises:
+        CommandError: the file cannot be opened or is corrupt.
+    """
+    with _open(name) as stream:
+        try:
+            return _stats(stream, out, as_json, name)
+        except FormatError as err:
+            raise CommandError(f"{name}: corrupt eventlog {err}") from None
 
 
 def _stats(stream: IO[bytes], out: TextIO, as_json: bool, name: str) -> int:

@@ -105,7 +105,7 @@ class Layout:
         if self.fixed is not None:
             if end - start < self.fixed.size:
                 raise LayoutError(f"payload of {end - start} bytes, layout {self.codes!r} needs {self.fixed.size}")
-            return self.fixed.unpack_from(buf, start)  # type: ignore[no-any-return]
+            return self.fixed.unpack_from(buf, start)
         out: list[Value] = []
         pos = start
         for code, st in self._steps:

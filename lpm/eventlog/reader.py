@@ -180,6 +180,11 @@ class EventLogReader:
         return self._base + self._pos
 
     @property
+    def buffered(self) -> int:
+        """Bytes held for items not yet complete or not yet returned."""
+        return len(self._buf) - self._pos
+
+    @property
     def complete(self) -> bool:
         """The last eventlog seen ended with its end marker."""
         return self._ended
@@ -221,11 +226,12 @@ class EventLogReader:
             item = self.next_event()
             if item is NEED_DATA:
                 return
-            yield item  # type: ignore[misc]
+            yield item
 
     # -- framing -------------------------------------------------------------
 
     def _step(self) -> Item | _Need | tuple[int, int, int, int]:
+        got: Item | _Need | tuple[int, int, int, int] | None
         while True:
             try:
                 if self._state is _State.DATA:
@@ -369,7 +375,7 @@ class EventLogReader:
         self._block_end = 0
         self._block_cap = None
 
-    def _data(self) -> Item | _Need | tuple[int, int, int, int]:
+    def _data(self) -> Item | _Need | tuple[int, int, int, int] | None:
         buf = self._buf
         pos = self._pos
         avail = len(buf) - pos
