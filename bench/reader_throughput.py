@@ -9,7 +9,7 @@ interleaving the repetitions so that drift in the machine hits every way alike:
 ``lpm scan``
     ``EventLogReader.count``: framing only, one count per event type.
 ``lpm full decode``
-    ``EventLogReader.next_event`` on every item: framing plus a decoded event
+    ``EventLogReader.events()`` over every item: framing plus a decoded event
     object each.
 ``lpm raw framing``
     ``EventLogReader.next_raw``: framing plus a ``RawEvent`` holding the bytes.
@@ -95,7 +95,7 @@ ALL_MODES = [SCAN, DECODE, RAW, HS_WHOLE, HS_INCREMENTAL]
 HASKELL_MODES = {HS_WHOLE: "whole", HS_INCREMENTAL: "incremental"}
 TITLES = {
     SCAN: "lpm scan (count)",
-    DECODE: "lpm full decode (next_event)",
+    DECODE: "lpm full decode (events())",
     RAW: "lpm raw framing (next_raw)",
     HS_WHOLE: "ghc-events whole (readEventLogFromFile)",
     HS_INCREMENTAL: "ghc-events incremental (Decoder)",
@@ -209,14 +209,10 @@ def lpm_decode(path: Path, chunk: int) -> Sample:
     reader = EventLogReader()
     by_class: Dict[type, int] = {}
     unknown: Dict[int, int] = {}
-    next_event = reader.next_event
     get = by_class.get
 
     def drain() -> None:
-        while True:
-            item = next_event()
-            if item is NEED_DATA:
-                return
+        for item in reader.events():
             cls = type(item)
             by_class[cls] = get(cls, 0) + 1
             if cls is UnknownEvent:
@@ -522,16 +518,24 @@ def report(
     if HS_WHOLE in results:
         own = results[HS_WHOLE].median_self
         if own:
-            ratio("decode_over_ghc_events_inproc", DECODE, HS_WHOLE, "lpm full decode / ghc-events whole (its own decode time)", own)
-    ratio("decode_over_ghc_events_inc", DECODE, HS_INCREMENTAL, "lpm full decode / ghc-events incremental (process wall)")
+            ratio(
+                "decode_over_ghc_events_inproc",
+                DECODE,
+                HS_WHOLE,
+                "lpm full decode / ghc-events whole (its own decode time)",
+                own,
+            )
+    ratio(
+        "decode_over_ghc_events_inc", DECODE, HS_INCREMENTAL, "lpm full decode / ghc-events incremental (process wall)"
+    )
     ratio("scan_over_ghc_events", SCAN, HS_WHOLE, "lpm scan / ghc-events whole (process wall)")
     out["ratios"] = ratios
 
     print()
-    print(
-        "machine: "
-        + ", ".join(f"{k} {v}" for k, v in facts.items() if v is not None)
-    )
+    print("machine:")
+    for key, value in facts.items():
+        if value is not None:
+            print(f"  {key}: {value}")
 
 
 # -- main ---------------------------------------------------------------------------
@@ -547,15 +551,37 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--mb", type=float, default=64.0, help="target eventlog size in MB (the runtime flushes ~2 MB blocks, so it overshoots a little)")
-    parser.add_argument("--workdir", type=Path, default=None, help="directory for builds and eventlogs, kept and reused across runs (an eventlog of the same --mb already there is reused); default: a temporary directory, removed afterwards")
-    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions of every reader")
-    parser.add_argument("--chunk", type=int, default=MIB, help="bytes per feed() for lpm and per read for ghc-events incremental")
-    parser.add_argument("--modes", default=",".join(ALL_MODES), help=f"comma-separated readers to run, from: {', '.join(ALL_MODES)}")
-    parser.add_argument("--ghc", default="ghc", help="the GHC compiler to build the workload and the ghc-events reader with")
-    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON to FILE")
-    parser.add_argument("--no-verify", action="store_true", help="skip the untimed lpm decode that checks timestamp and capability checksums against ghc-events")
-    parser.add_argument("--profile", type=int, default=0, metavar="N", help="after timing, run lpm scan and full decode once under cProfile and print the top N functions by own time")
+    add = parser.add_argument
+    add(
+        "--mb",
+        type=float,
+        default=64.0,
+        help="target eventlog size in MB (the runtime flushes ~2 MB blocks, so it overshoots a little)",
+    )
+    add(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="directory for builds and eventlogs, kept and reused across runs (an eventlog made for the same "
+        "--mb is reused); default: a temporary directory, removed afterwards",
+    )
+    add("--reps", type=int, default=5, help="interleaved repetitions of every reader")
+    add("--chunk", type=int, default=MIB, help="bytes per feed() for lpm and per read for ghc-events incremental")
+    add("--modes", default=",".join(ALL_MODES), help=f"comma-separated readers to run, from: {', '.join(ALL_MODES)}")
+    add("--ghc", default="ghc", help="the GHC compiler to build the workload and the ghc-events reader with")
+    add("--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON to FILE")
+    add(
+        "--no-verify",
+        action="store_true",
+        help="skip the untimed lpm decode that checks timestamp and capability checksums against ghc-events",
+    )
+    add(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after timing, run each lpm reader once under cProfile and print the top N functions by own time",
+    )
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in ALL_MODES]
@@ -571,13 +597,15 @@ def profile(path: Path, chunk: int, top: int) -> None:
     import cProfile
     import pstats
 
-    for name in (SCAN, DECODE):
+    for name in (SCAN, DECODE, RAW):
         prof = cProfile.Profile()
         prof.enable()
         LPM_RUNNERS[name](path, chunk)
         prof.disable()
         print()
         print(f"cProfile of {TITLES[name]}, top {top} by own time (profiling inflates times):")
+        print("(every dataclass __init__ is labelled <string>:2(__init__), and pstats keeps only one of them;")
+        print(" their cost shows in the cumulative time of the decoder closures that call them)")
         stats = pstats.Stats(prof, stream=sys.stdout)
         stats.sort_stats("tottime").print_stats(top)
 
@@ -612,7 +640,8 @@ def bench(args: argparse.Namespace, workdir: Path) -> int:
             raise BenchError(f"{args.ghc!r} not found; it is needed to build the workload and the ghc-events reader")
         version = ghc_version(ghc)
     facts = machine_facts(ghc)
-    out: Dict[str, Any] = {"machine": facts, "config": {"reps": args.reps, "chunk": args.chunk, "modes": modes, "mb": args.mb}}
+    config = {"reps": args.reps, "chunk": args.chunk, "modes": modes, "mb": args.mb}
+    out: Dict[str, Any] = {"machine": facts, "config": config}
 
     generate_s: Optional[float] = None
     if not (log.exists() and tiny.exists()):
@@ -654,7 +683,8 @@ def bench(args: argparse.Namespace, workdir: Path) -> int:
             res.samples.append(sample)
             note(f"  rep {rep + 1}/{args.reps} {mode:15} {sample.wall:8.3f} s  {sample.events:,} events")
 
-    print(f"eventlog: {log.name}, {size:,} bytes ({size / MB:.1f} MB)" + (f", generated in {generate_s:.1f} s" if generate_s else ", reused"))
+    made = f", generated in {generate_s:.1f} s" if generate_s else ", reused"
+    print(f"eventlog: {log.name}, {size:,} bytes ({size / MB:.1f} MB){made}")
     ok = check_counts(results, out)
     if not args.no_verify and reader_bin is not None:
         ok = verify_checksums(results, log, args.chunk, out) and ok

@@ -123,6 +123,14 @@ class _State(enum.Enum):
     DATA = "reading events"
 
 
+# Module names: an enum member lookup per event costs several times more.
+_SEEK = _State.SEEK
+_HEADER = _State.HEADER
+_DATA = _State.DATA
+#: Events decoded per run of the fast path before it yields to the caller.
+_RUN = 4096
+
+
 # A decoder builds an event from (ts, cap, buffer, payload start, payload end).
 _Decoder = Callable[[int, "int | None", bytearray, int, int], Event]
 
@@ -148,11 +156,14 @@ class EventLogReader:
         self._base = 0  # stream offset of self._buf[0]
         self._eof = False
         self._finished = False
-        self._state = _State.SEEK
+        self._state = _SEEK
         self._ended = False  # the last eventlog ended with 0xffff
         self._skip_from: int | None = None
         self._types: dict[int, EventType] = {}
         self._sizes: dict[int, int] = {}
+        self._plain: dict[int, int] = {}  # _sizes without the block marker
+        # Fixed-layout known types, decoded inline by the fast path.
+        self._fixed: dict[int, tuple[type[Event], Callable[[bytearray, int], tuple[int, ...]], int]] = {}
         self._decoders: dict[int, _Decoder] = {}
         self._block_end = 0
         self._block_cap: int | None = None
@@ -205,16 +216,40 @@ class EventLogReader:
         if type(got) is not tuple:
             return got  # type: ignore[return-value]
         type_id, ts, start, end = got
-        return RawEvent(type_id, ts, self._cap_at(start), self._base + start, bytes(self._buf[start:end]))
+        pos = start - _HEAD_SIZE - (_LEN_SIZE if self._sizes[type_id] < 0 else 0)
+        return RawEvent(type_id, ts, self._cap_at(start), self._base + pos, bytes(self._buf[pos:end]))
 
     def count(self, by_id: dict[int, int]) -> Item | _Need:
         """Walk events, adding one per event to ``by_id[type_id]``, until the
         next non-event item (returned) or ``NEED_DATA``.  The fastest way through
         a stream: payloads are not decoded."""
-        step = self._step
         get = by_id.get
+        u16 = _U16.unpack_from
         while True:
-            got = step()
+            if self._state is _DATA:
+                # Fast path: a run of ordinary, complete events.  Anything
+                # else (block marker, end, restart, undeclared id, a partial
+                # event) is left to _step.
+                buf = self._buf
+                pos = self._pos
+                size_of = self._plain.get
+                n = len(buf)
+                limit = n - _HEAD_SIZE - _LEN_SIZE
+                while pos <= limit:
+                    (tid,) = u16(buf, pos)
+                    size = size_of(tid)
+                    if size is None:
+                        break
+                    if size < 0:
+                        end = pos + _HEAD_SIZE + _LEN_SIZE + u16(buf, pos + _HEAD_SIZE)[0]
+                    else:
+                        end = pos + _HEAD_SIZE + size
+                    if end > n:
+                        break
+                    by_id[tid] = get(tid, 0) + 1
+                    pos = end
+                self._pos = pos
+            got = self._step()
             if type(got) is not tuple:
                 return got  # type: ignore[return-value]
             tid = got[0]
@@ -223,10 +258,53 @@ class EventLogReader:
     def events(self) -> Iterator[Item | Event]:
         """Decoded items until more bytes are needed."""
         while True:
+            if self._state is _DATA:
+                yield from self._decode_run()
             item = self.next_event()
             if item is NEED_DATA:
                 return
             yield item
+
+    def _decode_run(self) -> list[Event]:
+        """Decode up to _RUN ordinary complete events in one go (the fast path
+        of :meth:`events`); stops before anything _step must handle."""
+        out: list[Event] = []
+        append = out.append
+        buf = self._buf
+        pos = self._pos
+        size_of = self._plain.get
+        decoders = self._decoders
+        fixed = self._fixed.get
+        head = _HEAD.unpack_from
+        u16 = _U16.unpack_from
+        n = len(buf)
+        limit = n - _HEAD_SIZE - _LEN_SIZE
+        cap_limit = self._block_end - self._base  # payloads starting at or before this are in the block
+        block_cap = self._block_cap
+        try:
+            while pos <= limit and len(out) < _RUN:
+                tid, ts = head(buf, pos)
+                size = size_of(tid)
+                if size is None:
+                    break
+                if size < 0:
+                    start = pos + _HEAD_SIZE + _LEN_SIZE
+                    end = start + u16(buf, pos + _HEAD_SIZE)[0]
+                else:
+                    start = pos + _HEAD_SIZE
+                    end = start + size
+                if end > n:
+                    break
+                known = fixed(tid)
+                if known is not None and end - start >= known[2]:
+                    append(known[0](ts, block_cap if start <= cap_limit else None, *known[1](buf, start)))
+                else:
+                    append(decoders[tid](ts, block_cap if start <= cap_limit else None, buf, start, end))
+                pos = end
+        except LayoutError:
+            pass  # _step will meet the same event and report it
+        self._pos = pos
+        return out
 
     # -- framing -------------------------------------------------------------
 
@@ -234,9 +312,9 @@ class EventLogReader:
         got: Item | _Need | tuple[int, int, int, int] | None
         while True:
             try:
-                if self._state is _State.DATA:
+                if self._state is _DATA:
                     got = self._data()
-                elif self._state is _State.SEEK:
+                elif self._state is _SEEK:
                     got = self._seek()
                 else:
                     got = self._header()
@@ -246,7 +324,7 @@ class EventLogReader:
                     raise
                 self.errors += 1
                 self.last_error = err
-                self._state = _State.SEEK
+                self._state = _SEEK
                 if self._skip_from is None:
                     self._skip_from = self._base + self._pos
                 self._pos += 1
@@ -268,8 +346,8 @@ class EventLogReader:
         if skipped is not None:
             return skipped
         self._finished = True
-        pending = 0 if self._state is _State.SEEK else len(self._buf) - self._pos
-        complete = self._ended and self._state is _State.SEEK
+        pending = 0 if self._state is _SEEK else len(self._buf) - self._pos
+        complete = self._ended and self._state is _SEEK
         return EndOfStream(self._base + len(self._buf), complete, pending)
 
     def _flush_skipped(self, upto: int) -> Skipped | None:
@@ -306,7 +384,7 @@ class EventLogReader:
             self._pos = at + 1
             return None
         skipped = self._flush_skipped(self._base + at)
-        self._state = _State.HEADER
+        self._state = _HEADER
         self._pos = at + 8
         self._header_start = self._base + at
         self._types = {}
@@ -370,7 +448,13 @@ class EventLogReader:
                 raise FormatError(self._header_start, f"block marker declared with size {size}, must be {_MARKER.size}")
             self._sizes[type_id] = -1 if size == fmt.VARIABLE else size
             self._decoders[type_id] = _decoder_for(type_id)
-        self._state = _State.DATA
+        self._plain = {k: v for k, v in self._sizes.items() if k != fmt.BLOCK_MARKER_ID}
+        self._fixed = {}
+        for type_id in self._plain:
+            cls = EVENT_TYPES.get(type_id)
+            if cls is not None and cls.LAYOUT.fixed is not None and not cls.OLD_SIZES:
+                self._fixed[type_id] = (cls, cls.LAYOUT.fixed.unpack_from, cls.LAYOUT.fixed.size)
+        self._state = _DATA
         self._ended = False
         self._block_end = 0
         self._block_cap = None
@@ -390,14 +474,14 @@ class EventLogReader:
         if size is None:
             if type_id == _END:
                 self._pos = pos + 2
-                self._state = _State.SEEK
+                self._state = _SEEK
                 self._ended = True
                 return DataEnd(self._base + pos)
             if avail < 4:
                 return NEED_DATA
             if buf[pos : pos + 4] == _HDRB:
                 # The writer restarted without an end marker; a new header follows.
-                self._state = _State.SEEK
+                self._state = _SEEK
                 return None
             raise FormatError(self._base + pos, f"event type {type_id} is not declared in the header")
         if size < 0:

@@ -13,7 +13,7 @@ import Data.IORef
 main :: IO ()
 main = do
   total <- newIORef (0 :: Int)
-  forM_ [1 .. 3000000 :: Int] $ \i -> do
+  forM_ [1 .. 1000000 :: Int] $ \i -> do
     traceEventIO ("lpmtest tick " ++ show i ++ " of a program that is about to be killed")
     modifyIORef' total (+ length (show i))
   readIORef total >>= print

@@ -24,7 +24,7 @@ main :: IO ()
 main = do
   dones <- forM [1, 2 :: Int] $ \i -> do
     done <- newEmptyMVar
-    _ <- forkOn (i - 1) (putMVar done $! churn i 40)
+    _ <- forkOn (i - 1) (putMVar done $! churn i 25)
     return done
   results <- mapM takeMVar dones
   performMajorGC

@@ -121,3 +121,26 @@ def test_writer_reproduces_bytes_from_decoded_events() -> None:
     again = EventLogWriter(header.types.values())
     body = b"".join(again.event(i) for i in items if isinstance(i, Event))
     assert again.header() + body + again.end() == data
+
+
+def test_raw_events_carry_the_exact_bytes_and_offsets() -> None:
+    from lpm.eventlog import NEED_DATA, RawEvent
+
+    rnd = random.Random(11)
+    w = EventLogWriter()
+    evs = random_events(rnd, 150, cap=6)
+    header = w.header()
+    data = header + w.block(6, evs) + w.end()
+    reader = EventLogReader()
+    reader.feed(data)
+    reader.close()
+    raws: list[RawEvent] = []
+    while (item := reader.next_raw()) is not NEED_DATA:
+        if isinstance(item, RawEvent):
+            raws.append(item)
+    assert raws[0].type_id == 18
+    assert b"".join(r.raw for r in raws) == data[len(header) : -2]
+    for raw, ev in zip(raws[1:], evs):
+        assert raw.raw == w.event(ev)
+        assert data[raw.offset : raw.offset + len(raw.raw)] == raw.raw
+        assert (raw.type_id, raw.ts, raw.cap) == (ev.ID, ev.ts, 6)
