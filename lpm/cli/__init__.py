@@ -15,9 +15,9 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import CommandError, LpmError
-from . import demo, show
+from . import demo, run, show
 
-COMMANDS: dict[str, ModuleType] = {"show": show, "demo": demo}
+COMMANDS: dict[str, ModuleType] = {"run": run, "show": show, "demo": demo}
 
 
 def build_parser() -> argparse.ArgumentParser:

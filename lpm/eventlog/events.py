@@ -972,6 +972,18 @@ class PySetting(Event):
     value: str
 
 
+@event(0x100D, "IQ", "lpm: block info", "block of thread {thread} from sequence number {first_seq}")
+@dataclass
+class PyBlockInfo(Event):
+    """Second event of every block a leech writes: whose buffer it is, and the
+    sequence number of its first counted event (every event of the thread but
+    PyDataLoss counts, dropped ones included)."""
+
+    __slots__ = ("thread", "first_seq")
+    thread: int
+    first_seq: int
+
+
 def _check_ranges() -> None:
     for id, cls in EVENT_TYPES.items():
         own = cls.DESCRIPTION.startswith("lpm:")

@@ -1,0 +1,154 @@
+"""The leech: the in-process half of lpm.
+
+``start()`` makes this process's FIFOs, builds the buffers and writer (native
+when the C library loads, else the pure-Python twin), hooks the GC, and starts
+the monitor thread; ``stop()`` undoes all of it after writing the last events
+and the end marker.  Both are idempotent, run at exit, and are fork-aware: a
+child process that inherited a running leech starts its own stream.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import importlib
+import logging
+import os
+import threading
+from typing import Any
+
+from ..errors import LeechError
+from ..eventlog.writer import EventLogWriter
+from .config import LeechConfig, from_environment
+from .monitor import Monitor
+from .paths import FifoPair, make_fifos
+from .sink import Sink
+
+log = logging.getLogger("lpm.leech")
+
+#: Which implementation the last start() chose: "native" or "python".
+IMPLEMENTATION: str | None = None
+
+
+class Leech:
+    """One running leech: FIFOs, sink, monitor, GC hook."""
+
+    def __init__(self, config: LeechConfig, data_path: str | None = None, control_path: str | None = None) -> None:
+        self.config = config
+        self.fifos: FifoPair | None = None
+        if data_path is None:
+            self.fifos = make_fifos(config.directory)
+            data_path, control_path = self.fifos.data, self.fifos.control
+        self.data_path = data_path
+        self.control_path = control_path
+        header = EventLogWriter().header()
+        self.sink = make_sink(config, header, data_path, self._on_connect)
+        self.monitor = Monitor(self.sink, control_path)
+        self.pid = os.getpid()
+
+    def _on_connect(self) -> None:
+        self.monitor.request_resend()
+
+    def start(self) -> None:
+        self.sink.start()
+        self.monitor.own_thread(self.sink.writer_ident)
+        gc.callbacks.append(self.sink.gc_callback)
+        self.monitor.start()
+
+    def stop(self) -> None:
+        try:
+            gc.callbacks.remove(self.sink.gc_callback)
+        except ValueError:
+            pass
+        self.monitor.stop()
+        self.sink.stop()
+        if self.fifos is not None:
+            self.fifos.remove()
+
+
+def make_sink(config: LeechConfig, header: bytes, data_path: str, on_connect: Any = None) -> Sink:
+    """The native sink when wanted and loadable, else the pure one."""
+    global IMPLEMENTATION
+    if config.implementation in ("auto", "native"):
+        try:
+            native = importlib.import_module(".native", __package__)
+            sink: Sink = native.NativeSink(config, header, data_path, on_connect)
+            IMPLEMENTATION = "native"
+            return sink
+        except (ImportError, LeechError, OSError) as err:
+            if config.implementation == "native":
+                raise LeechError(f"the native leech is not available: {err}") from None
+            log.info("native leech unavailable, using the Python one: %s", err)
+    from .pure import PureSink
+
+    IMPLEMENTATION = "python"
+    return PureSink(config, header, data_path, on_connect)
+
+
+_lock = threading.Lock()
+_active: Leech | None = None
+
+
+def start(**settings: Any) -> Leech:
+    """Start streaming this process's events; returns the running leech.
+
+    Settings are those of :class:`~lpm.leech.config.LeechConfig`; unset ones
+    come from ``LPM_*`` environment variables, then the defaults.  Calling it
+    again while running returns the running leech unchanged.
+    """
+    with _lock:
+        if _active is not None and _active.pid == os.getpid():
+            return _active
+        return _start(from_environment(**settings))
+
+
+def _start(config: LeechConfig) -> Leech:
+    global _active
+    leech = Leech(config)
+    leech.start()
+    _active = leech
+    _set_sink(leech.sink)
+    return leech
+
+
+def stop() -> None:
+    """Flush the last events, write the end marker, and stop.  Safe to call twice."""
+    global _active
+    with _lock:
+        leech, _active = _active, None
+        _set_sink(None)
+        if leech is not None and leech.pid == os.getpid():
+            leech.stop()
+
+
+def active() -> Leech | None:
+    """The running leech of this process, if any."""
+    return _active if _active is not None and _active.pid == os.getpid() else None
+
+
+def _set_sink(sink: Sink | None) -> None:
+    from .. import api
+
+    api._sink = sink
+
+
+def _after_fork_in_child() -> None:
+    # The parent's writer thread does not exist here and its FIFOs are the
+    # parent's: forget them (without stopping anything) and start afresh.
+    global _active
+    parent = _active
+    _active = None
+    _set_sink(None)
+    globals()["_lock"] = threading.Lock()
+    if parent is not None:
+        try:
+            gc.callbacks.remove(parent.sink.gc_callback)
+        except ValueError:
+            pass
+        _start(parent.config)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(stop)
+
+__all__ = ["IMPLEMENTATION", "Leech", "LeechConfig", "active", "make_sink", "start", "stop"]

@@ -1,0 +1,253 @@
+"""The leech's own thread: stack samples, threads, heap, process state, commands.
+
+One daemon thread, ``lpm-monitor``, does everything that is periodic, so the
+program's threads only ever pay for the events they emit themselves (user API,
+GC callbacks).  Each tick it:
+
+- reads the control FIFO (one line per command, see :data:`COMMANDS`);
+- at the sample rate, takes one stack sample of every thread with
+  ``sys._current_frames()``; each code object is declared once per generation
+  (``PyCode``: number, first line, qualified name, file) and samples refer to it
+  by number, innermost frame first, at most :data:`MAX_DEPTH` frames;
+- notices threads that start, are renamed or end (``CreateThread``,
+  ``ThreadLabel``, ``PyThreadInfo``, ``StopThread`` with the final
+  ``PySeqPoint``);
+- at the heap interval, emits ``PyHeap`` (RSS, allocated blocks, tracemalloc
+  when it is tracing) and each thread's CPU time (``PyThreadCpu``);
+- every generation interval, or when a reader arrives or asks: a new
+  generation (``PyGeneration``), the process info and settings, every live
+  thread's status and a ``PySeqPoint`` per thread; the code table starts empty
+  again, so a reader that lost data or joined late can decode every sample
+  that follows.
+
+Sampling from a Python thread costs about what py-spy costs at 100 Hz on this
+kind of machine (baseline-measurements.md: within noise), and it needs no
+privileges; its rate is bounded by the GIL switch interval.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import threading
+import time
+import tracemalloc
+from types import CodeType, FrameType
+from ..eventlog import events as ev
+from . import procinfo
+from .sink import Sink
+
+#: Deepest stack a sample records; deeper stacks keep their innermost frames.
+MAX_DEPTH = 512
+#: Most code objects in one generation's table before a new generation starts.
+MAX_CODES = 50_000
+
+COMMANDS = ("pause", "resume", "resend", "rate HZ", "heap-interval SECONDS")
+
+
+class Monitor:
+    """The periodic sources; owns the ``lpm-monitor`` thread."""
+
+    def __init__(self, sink: Sink, control_path: str | None) -> None:
+        self.sink = sink
+        self.config = sink.config
+        self.control_path = control_path
+        self.rate = self.config.sample_rate
+        self.heap_interval = self.config.heap_interval
+        self.generation = 0
+        self.samples = 0
+        self._control_fd: int | None = None
+        self._control_buf = b""
+        self._codes: dict[CodeType, int] = {}
+        self._known: dict[int, tuple[int, str]] = {}  # ident -> (number, name)
+        self._resend = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._own: set[int] = set()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        if self.control_path is not None:
+            self._control_fd = os.open(self.control_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._run, name="lpm-monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread, then emit the final sequence points from the caller."""
+        if self._thread is None:
+            return
+        self._stopping.set()
+        self._thread.join()
+        self._thread = None
+        if self._control_fd is not None:
+            os.close(self._control_fd)
+            self._control_fd = None
+        self._threads(final=True)
+
+    def request_resend(self) -> None:
+        """Send the process state again at the next tick (a reader arrived)."""
+        self._resend.set()
+
+    def own_thread(self, ident: int | None) -> None:
+        """Leave thread ``ident`` (one of lpm's) out of samples and thread lists."""
+        if ident is not None:
+            self._own.add(ident)
+
+    def _run(self) -> None:
+        self.own_thread(threading.get_ident())
+        sink = self.sink
+        sink.thread_number(threading.get_ident(), threading.get_native_id())
+        next_sample = next_heap = time.monotonic()
+        next_gen = next_sample + self.config.generation_interval
+        self._new_generation()
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            self._read_control()
+            if self._resend.is_set() or (self.config.generation_interval > 0 and now >= next_gen):
+                self._resend.clear()
+                next_gen = now + self.config.generation_interval
+                self._new_generation()
+            self._threads()
+            if self.rate > 0 and now >= next_sample and not sink.paused:
+                self._sample()
+                next_sample = max(next_sample + 1.0 / self.rate, now)
+            if self.heap_interval > 0 and now >= next_heap and not sink.paused:
+                self._heap()
+                next_heap = now + self.heap_interval
+            wait = 0.1 if self.rate <= 0 else max(0.0, next_sample - time.monotonic())
+            self._stopping.wait(min(wait, 0.1))
+
+    # -- control -------------------------------------------------------------
+
+    def _read_control(self) -> None:
+        if self._control_fd is None:
+            return
+        try:
+            data = os.read(self._control_fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError as err:
+            if err.errno == errno.EAGAIN:
+                return
+            raise
+        if not data:
+            return
+        lines = (self._control_buf + data).split(b"\n")
+        self._control_buf = lines.pop()[-256:]
+        for line in lines:
+            self.command(line.decode("ascii", "replace").strip())
+
+    def command(self, line: str) -> str:
+        """Carry out one control command; returns "ok" or an error text."""
+        word, _, arg = line.partition(" ")
+        try:
+            if word == "pause":
+                self.sink.pause()
+            elif word == "resume":
+                self.sink.resume()
+            elif word == "resend":
+                self._resend.set()
+            elif word == "rate":
+                rate = float(arg)
+                if not 0 <= rate <= 10_000:
+                    return f"error: rate {arg} is outside 0..10000"
+                self.rate = rate
+                self.sink.emit_event(ev.PySetting, "sample_rate", repr(rate))
+            elif word == "heap-interval":
+                interval = float(arg)
+                if interval < 0:
+                    return f"error: heap interval {arg} is negative"
+                self.heap_interval = interval
+                self.sink.emit_event(ev.PySetting, "heap_interval", repr(interval))
+            else:
+                return f"error: unknown command {word!r}; commands are: {', '.join(COMMANDS)}"
+        except ValueError:
+            return f"error: {arg!r} is not a number"
+        return "ok"
+
+    # -- sources -------------------------------------------------------------
+
+    def _new_generation(self) -> None:
+        sink = self.sink
+        self.generation += 1
+        self._codes.clear()
+        sink.emit_event(ev.PyGeneration, self.generation)
+        for event_class, values in procinfo.process_events(sink, self.rate, self.heap_interval):
+            sink.emit_event(event_class, *values)
+        for number, name in self._known.values():
+            sink.emit_event(ev.ThreadLabel, number, name)
+        for number, seq in sink.sequence_points():
+            sink.emit_event(ev.PySeqPoint, number, seq)
+
+    def _threads(self, final: bool = False) -> None:
+        """Announce new, renamed and ended threads; sequence points at the end."""
+        sink = self.sink
+        frames = sys._current_frames()
+        live = {t.ident: t for t in threading.enumerate() if t.ident is not None}
+        for ident in frames:
+            if ident not in self._known and ident not in self._own:
+                thread = live.get(ident)
+                sink.thread_number(ident, (thread.native_id or 0) if thread else 0)
+        for number, ident, native_id, given in sink.take_new():
+            thread = live.get(ident)
+            name = thread.name if thread is not None else (given or f"thread-{number}")
+            if ident in self._own:
+                name = threading.current_thread().name if ident == threading.get_ident() else "lpm"
+            self._known[ident] = (number, name)
+            sink.emit_event(ev.CreateThread, number)
+            sink.emit_event(ev.ThreadLabel, number, name)
+            sink.emit_event(ev.PyThreadInfo, number, native_id)
+        for ident, (number, name) in list(self._known.items()):
+            thread = live.get(ident)
+            if thread is not None and thread.name != name and ident not in self._own:
+                self._known[ident] = (number, thread.name)
+                sink.emit_event(ev.ThreadLabel, number, thread.name)
+            if ident not in frames and not final:
+                sink.thread_gone(ident)
+                del self._known[ident]
+        for number, seq in sink.take_retired():
+            sink.emit_event(ev.StopThread, number, ev.THREAD_FINISHED, 0)
+            sink.emit_event(ev.PySeqPoint, number, seq)
+        if final:
+            for number, seq in sink.sequence_points():
+                sink.emit_event(ev.PySeqPoint, number, seq)
+
+    def _sample(self) -> None:
+        sink = self.sink
+        codes = self._codes
+        if len(codes) > MAX_CODES:
+            self._new_generation()
+        for ident, frame in sys._current_frames().items():
+            if ident in self._own:
+                continue
+            known = self._known.get(ident)
+            if known is None:
+                continue
+            stack: list[int] = []
+            f: FrameType | None = frame
+            while f is not None and len(stack) < MAX_DEPTH:
+                code = f.f_code
+                n = codes.get(code)
+                if n is None:
+                    n = len(codes) + 1
+                    codes[code] = n
+                    name = getattr(code, "co_qualname", code.co_name)
+                    sink.emit_event(ev.PyCode, n, code.co_firstlineno, name, code.co_filename)
+                stack.append(n)
+                f = f.f_back
+            sink.emit_event(ev.PySample, known[0], tuple(stack))
+        self.samples += 1
+
+    def _heap(self) -> None:
+        sink = self.sink
+        current = peak = 0
+        if tracemalloc.is_tracing():
+            current, peak = tracemalloc.get_traced_memory()
+        sink.emit_event(ev.PyHeap, procinfo.rss_bytes(), sys.getallocatedblocks(), current, peak)
+        natives = {t.ident: t.native_id or 0 for t in threading.enumerate() if t.ident is not None}
+        for ident, (number, _name) in list(self._known.items()):
+            cpu = procinfo.thread_cpu_ns(natives.get(ident, 0))
+            if cpu is not None:
+                sink.emit_event(ev.PyThreadCpu, number, cpu)

@@ -1,0 +1,89 @@
+"""Where a leech's FIFOs live, made private to the user.
+
+The directory is ``$LPM_DIR``, else ``$XDG_RUNTIME_DIR/lpm``, else
+``<tempdir>/lpm-<uid>``.  It is created 0700 and must be a real directory owned
+by this user with no access for anyone else: a directory planted by another
+user, or a symlink, is refused rather than used.  Each process makes two FIFOs
+there, mode 0600, named ``lpm-<pid>-<cookie>.data`` (events out) and
+``.ctl`` (commands in), where the cookie is random so that a recycled pid never
+collides with a stale file.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import tempfile
+from dataclasses import dataclass
+
+from ..errors import LeechError
+
+DATA_SUFFIX = ".data"
+CONTROL_SUFFIX = ".ctl"
+
+
+def lpm_dir() -> str:
+    """The lpm directory this user's processes and servers agree on."""
+    explicit = os.environ.get("LPM_DIR")
+    if explicit:
+        return explicit
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, "lpm")
+    return os.path.join(tempfile.gettempdir(), f"lpm-{os.getuid()}")
+
+
+def private_dir(path: str) -> str:
+    """Create ``path`` 0700 if needed and check that it is private.
+
+    Raises:
+        LeechError: it is a symlink, not a directory, not ours, or open to
+            others.
+    """
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        raise LeechError(f"cannot create the lpm directory {path}: {err.strerror}") from None
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise LeechError(f"{path} is not a directory (a symlink or file is there); refusing to use it")
+    if st.st_uid != os.getuid():
+        raise LeechError(f"{path} belongs to uid {st.st_uid}, not to this user; refusing to use it")
+    if st.st_mode & 0o077:
+        raise LeechError(f"{path} is accessible to other users (mode {stat.S_IMODE(st.st_mode):o}); refusing to use it")
+    return path
+
+
+@dataclass(frozen=True)
+class FifoPair:
+    """The two FIFOs of one leech."""
+
+    data: str
+    control: str
+
+    def remove(self) -> None:
+        for path in (self.data, self.control):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+def make_fifos(directory: str | None = None) -> FifoPair:
+    """Create this process's data and control FIFOs, 0600, in a private directory."""
+    directory = private_dir(directory or lpm_dir())
+    base = os.path.join(directory, f"lpm-{os.getpid()}-{secrets.token_hex(6)}")
+    pair = FifoPair(base + DATA_SUFFIX, base + CONTROL_SUFFIX)
+    old = os.umask(0o077)
+    try:
+        for path in (pair.data, pair.control):
+            os.mkfifo(path, 0o600)
+    except OSError as err:
+        pair.remove()
+        raise LeechError(f"cannot create FIFO {path}: {err.strerror}") from None
+    finally:
+        os.umask(old)
+    return pair

@@ -1,0 +1,104 @@
+"""Process information a leech sends once per generation, secrets redacted.
+
+GHC's own events carry what they mean exactly for a process: its capability
+set (an OS process, capset 0), runtime identifier, argv, environment, pid,
+parent pid and wall clock.  Everything else about the interpreter travels as
+``PySetting`` key/value pairs.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+from .. import __version__
+from ..eventlog import events as ev
+from .redact import redact_argv, redact_env
+from .sink import Sink
+
+CAPSET = 0
+CAPSET_OS_PROCESS = 2
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_TICK_NS = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+
+
+def rts_identifier(implementation: str) -> str:
+    """Like GHC's "GHC-9.0.2 rts_thr_l": interpreter, version, and lpm's part."""
+    return f"{platform.python_implementation()}-{platform.python_version()} lpm-{__version__} {implementation}"
+
+
+def settings(sink: Sink, rate: float, heap_interval: float) -> list[tuple[str, str]]:
+    """Interpreter and leech settings as (key, value) text pairs."""
+    flags = sys.flags
+    pairs = [
+        ("python.version", sys.version.replace("\n", " ")),
+        ("python.implementation", platform.python_implementation()),
+        ("python.build", " ".join(platform.python_build())),
+        ("python.compiler", platform.python_compiler()),
+        ("python.executable", sys.executable),
+        ("sys.flags", " ".join(f"{name}={getattr(flags, name)}" for name in dir(flags) if not name.startswith("_") and not callable(getattr(flags, name)))),
+        ("gc.thresholds", ",".join(str(t) for t in gc.get_threshold())),
+        ("gc.enabled", str(gc.isenabled())),
+        ("sys.switch_interval", repr(sys.getswitchinterval())),
+        ("sys.recursion_limit", str(sys.getrecursionlimit())),
+        ("lpm.implementation", sink.IMPLEMENTATION),
+        ("lpm.sample_rate", repr(rate)),
+        ("lpm.heap_interval", repr(heap_interval)),
+        ("lpm.flush_interval", repr(sink.config.flush_interval)),
+        ("lpm.generation_interval", repr(sink.config.generation_interval)),
+        ("lpm.budget", str(sink.config.budget)),
+        ("lpm.buffer_size", str(sink.config.buffer_size)),
+    ]
+    return pairs
+
+
+def process_events(sink: Sink, rate: float, heap_interval: float) -> list[tuple[type[ev.Event], tuple[Any, ...]]]:
+    """The events that describe this process, in the order a generation sends them."""
+    wall = time.time_ns()
+    out: list[tuple[type[ev.Event], tuple[Any, ...]]] = [
+        (ev.CapsetCreate, (CAPSET, CAPSET_OS_PROCESS)),
+        (ev.RtsIdentifier, (CAPSET, rts_identifier(sink.IMPLEMENTATION))),
+        (ev.ProgramArgs, (CAPSET, tuple(redact_argv(_argv())))),
+        (ev.ProgramEnv, (CAPSET, tuple(redact_env(os.environ)))),
+        (ev.OsProcessPid, (CAPSET, os.getpid())),
+        (ev.OsProcessParentPid, (CAPSET, os.getppid())),
+        (ev.WallClockTime, (CAPSET, wall // 1_000_000_000, wall % 1_000_000_000)),
+    ]
+    out += [(ev.PySetting, pair) for pair in settings(sink, rate, heap_interval)]
+    return out
+
+
+def _argv() -> list[str]:
+    orig = getattr(sys, "orig_argv", None)  # 3.10+: the interpreter's own argv
+    return list(orig) if orig else [sys.executable, *sys.argv]
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process, from /proc (0 where there is none)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def thread_cpu_ns(native_id: int) -> int | None:
+    """User plus system CPU time of thread ``native_id`` of this process, or None."""
+    if not native_id:
+        return None
+    try:
+        with open(f"/proc/self/task/{native_id}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name is in parentheses and may hold spaces: split after it.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return (int(fields[11]) + int(fields[12])) * _TICK_NS
+    except (IndexError, ValueError):
+        return None

@@ -1,0 +1,528 @@
+"""The leech's buffers and writer in pure Python: the specification of leech.c.
+
+``leech.c`` implements this module in C; where the C library cannot be built or
+loaded (or ``LPM_PUREPYTHON=1``), this one runs instead.  For the same calls
+under a fixed clock both write the same bytes, and a test holds them to it.
+Change one, change the other.
+
+Theory of operation
+-------------------
+
+Every thread that emits an event gets a *thread state*: an lpm thread number
+(1, 2, ... in order of first appearance, never reused), a *slot* (the smallest
+free one; the block marker's capability number, reused after the thread ends),
+and a sequence number counter.  Every event a thread emits takes the next
+sequence number, whether it is written or dropped; events skipped while paused
+take none.
+
+Events go into the thread's current *buffer*, taken from a pool of
+``budget // buffer_size`` buffers.  When an event does not fit, the full buffer
+is queued for the writer and a fresh one is taken.  When the pool is empty the
+event is dropped and counted (count, bytes, first lost sequence number); the
+next event that is written is preceded by one ``PyDataLoss`` record (which
+takes no sequence number).  Nothing on this path blocks, allocates beyond the
+buffer, or makes a system call.
+
+After each event the thread publishes the buffer's *committed* state: bytes
+used, the next sequence number, and the last timestamp, as one value, so the
+writer never sees one without the other.
+
+The writer thread, every ``flush_interval`` (or 10 ms when that is 0):
+
+1. without a reader, tries to open the data FIFO (``O_WRONLY|O_NONBLOCK``
+   fails with ``ENXIO`` when nobody reads; it retries with backoff from 10 ms,
+   x1.5, up to 0.5 s); on success it writes the header first and asks the
+   monitor to resend the process state;
+2. turns queued full buffers into blocks, in the order they were queued, and
+   returns them to the pool;
+3. if ``flush_interval`` is not 0, turns the not yet written part of every
+   live thread's current buffer into a block, in slot order;
+4. writes without blocking, resuming partial writes; on ``EPIPE`` the reader
+   is gone: what was not written is discarded and step 1 starts again.
+
+A block is ``EventBlock(ts=first event's ts, size, end_ts=last event's ts,
+cap=slot)``, then ``PyBlockInfo(ts=first event's ts, thread, first_seq)``,
+then the events.
+
+Without a reader, full buffers stay queued, so the backlog is bounded by the
+budget and the program keeps running; new events are dropped and counted.
+``stop()`` writes everything left (waiting at most ``STOP_TIMEOUT`` for a slow
+reader) and the end marker.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import os
+import struct
+import threading
+import time
+from typing import Callable, Deque
+
+from ..eventlog import format as fmt
+from ..eventlog.events import (
+    EndGC,
+    EventBlock,
+    PyGcCollection,
+    PyBlockInfo,
+    PyCounter,
+    PyDataLoss,
+    PySpanBegin,
+    PySpanEnd,
+    StartGC,
+    UserMarker,
+    UserMessage,
+)
+from .config import LeechConfig
+from .sink import Sink
+
+HEAD = fmt.EVENT_HEAD
+_HEAD_LEN = struct.Struct(">HQH")
+_MARKER_EVENT = struct.Struct(">HQIQH")
+_BLOCK_INFO = struct.Struct(">HQIQ")
+_LOSS = struct.Struct(">HQIQQQ")
+_COUNTER = struct.Struct(">d")
+_SPAN_END = struct.Struct(">HQQ")
+_SPAN_BEGIN = struct.Struct(">Q")
+_GC = struct.Struct(">HQQ")
+
+#: The most bytes of text a message, marker, span or counter name carries;
+#: longer text is cut at a character boundary.
+MAX_TEXT = 4096
+#: Seconds ``stop()`` waits for a slow reader to take the last bytes.
+STOP_TIMEOUT = 2.0
+#: Reconnection backoff: first delay, factor, last delay (seconds).
+BACKOFF = (0.010, 1.5, 0.5)
+BLOCK_OVERHEAD = _MARKER_EVENT.size + _BLOCK_INFO.size
+
+
+def clip_text(text: str) -> bytes:
+    """UTF-8 (surrogateescape) of ``text``, cut to MAX_TEXT bytes at a character boundary."""
+    raw = text.encode("utf-8", "surrogateescape")
+    if len(raw) <= MAX_TEXT:
+        return raw
+    cut = MAX_TEXT
+    while cut > 0 and (raw[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return raw[:cut]
+
+
+class _Buffer:
+    __slots__ = ("data", "thread", "flushed", "flushed_seq", "committed")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.thread: _Thread | None = None
+        self.flushed = 0  # bytes the writer has already turned into blocks
+        self.flushed_seq = 0  # sequence number at `flushed`
+        # (bytes used, next sequence number, last timestamp), published as one value
+        self.committed = (0, 0, 0)
+
+
+class _Thread:
+    __slots__ = ("number", "slot", "ident", "native_id", "seq", "buf", "lost", "lost_bytes", "lost_first", "gone")
+
+    def __init__(self, number: int, slot: int, ident: int, native_id: int) -> None:
+        self.number = number
+        self.slot = slot
+        self.ident = ident
+        self.native_id = native_id
+        self.seq = 0
+        self.buf: _Buffer | None = None
+        self.lost = 0
+        self.lost_bytes = 0
+        self.lost_first = 0
+        self.gone = False
+
+
+class _ExitWatch:
+    """Lives in a thread's threading.local; its finalizer runs when the thread ends."""
+
+    __slots__ = ("sink", "state")
+
+    def __init__(self, sink: PureSink, state: _Thread) -> None:
+        self.sink = sink
+        self.state = state
+
+    def __del__(self) -> None:
+        try:
+            self.sink.thread_exit(self.state)
+        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing to report to
+            pass
+
+
+class PureSink(Sink):
+    """Per-thread buffers, a budget, and a writer thread feeding the data FIFO.
+
+    Args:
+        config: the leech settings.
+        header: the eventlog header to send to every new reader.
+        data_path: the data FIFO (or a regular file, which counts as a reader
+            that is always there).
+        on_connect: called from the writer thread when a reader arrives, so the
+            process state can be sent again.
+    """
+
+    IMPLEMENTATION = "python"
+
+    def __init__(
+        self,
+        config: LeechConfig,
+        header: bytes,
+        data_path: str,
+        on_connect: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.header = header
+        self.data_path = data_path
+        self.on_connect = on_connect
+        self._t0 = time.monotonic_ns()
+        self._fixed = config.fixed_clock
+        self._size = config.buffer_size
+        self._free: list[_Buffer] = [_Buffer() for _ in range(config.buffers)]
+        self._full: Deque[_Buffer] = collections.deque()
+        self._threads: dict[int, _Thread] = {}  # live, by number
+        self._by_ident: dict[int, _Thread] = {}
+        self._slots: set[int] = set()
+        self._next_number = 1
+        self._local = threading.local()
+        self._register_lock = threading.Lock()  # thread registration only, never per event
+        self._paused = False
+        self._stopping = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._fd: int | None = None
+        self._pending = bytearray()
+        self.bytes_written = 0
+        self.connections = 0
+        self.dropped = 0
+        self.retired: list[tuple[int, int]] = []  # (number, final seq) of ended threads
+        self.new: list[tuple[int, int, int, str]] = []  # (number, ident, native id, name) of new threads
+
+    # -- clock ---------------------------------------------------------------
+
+    def now(self) -> int:
+        """Nanoseconds since the leech started (or the fixed clock)."""
+        if self._fixed is not None:
+            return self._fixed
+        return time.monotonic_ns() - self._t0
+
+    @property
+    def start_ns(self) -> int:
+        """The monotonic clock reading that timestamps count from."""
+        return self._t0
+
+    # -- threads -------------------------------------------------------------
+
+    def _register(self) -> _Thread:
+        ident = threading.get_ident()
+        with self._register_lock:
+            st = self._by_ident.get(ident)
+            if st is None or st.gone or st.native_id != threading.get_native_id():
+                # Once per thread, so the name can be asked here; by the time
+                # the monitor looks, a short-lived thread may be gone.
+                st = self._new_thread(ident, threading.get_native_id(), threading.current_thread().name)
+        self._local.watch = _ExitWatch(self, st)
+        self._local.state = st
+        return st
+
+    def _new_thread(self, ident: int, native_id: int, name: str = "") -> _Thread:
+        slot = 0
+        while slot in self._slots:
+            slot += 1
+        self._slots.add(slot)
+        st = _Thread(self._next_number, slot, ident, native_id)
+        self._next_number += 1
+        self._threads[st.number] = st
+        self._by_ident[ident] = st
+        self.new.append((st.number, ident, native_id, name))
+        return st
+
+    def thread_number(self, ident: int, native_id: int = 0) -> int:
+        """The lpm number of the thread with ``threading`` ident ``ident``,
+        registering it if it has emitted nothing yet (the sampler asks)."""
+        with self._register_lock:
+            st = self._by_ident.get(ident)
+            if st is None or st.gone:
+                st = self._new_thread(ident, native_id)
+            return st.number
+
+    def thread_exit(self, st: _Thread) -> None:
+        """``st``'s thread has ended: queue its buffer, free its slot."""
+        with self._register_lock:
+            if st.gone:
+                return
+            st.gone = True
+            buf = st.buf
+            st.buf = None
+            if buf is not None:
+                self._full.append(buf)
+            self._threads.pop(st.number, None)
+            if self._by_ident.get(st.ident) is st:
+                del self._by_ident[st.ident]
+            self._slots.discard(st.slot)
+            self.retired.append((st.number, st.seq))
+
+    def thread_gone(self, ident: int) -> None:
+        """The sampler saw thread ``ident`` disappear."""
+        st = self._by_ident.get(ident)
+        if st is not None:
+            self.thread_exit(st)
+
+    def take_new(self) -> list[tuple[int, int, int, str]]:
+        """(number, ident, native id, name or "") of threads registered since the last call."""
+        with self._register_lock:
+            out, self.new = self.new, []
+        return out
+
+    def take_retired(self) -> list[tuple[int, int]]:
+        """(number, final sequence number) of threads that ended since the last call."""
+        with self._register_lock:
+            out, self.retired = self.retired, []
+        return out
+
+    def sequence_points(self) -> list[tuple[int, int]]:
+        """(number, next sequence number) of every live thread."""
+        return [(st.number, st.seq) for st in list(self._threads.values())]
+
+    # -- the hot path --------------------------------------------------------
+
+    def _emit(self, event: bytes, ts: int) -> None:
+        """Write one encoded event into the calling thread's buffer."""
+        st: _Thread | None = getattr(self._local, "state", None)
+        if st is None or st.gone:
+            st = self._register()
+        if self._paused:
+            return
+        seq = st.seq
+        st.seq = seq + 1
+        buf = st.buf
+        loss = b""
+        if st.lost:
+            loss = _LOSS.pack(PyDataLoss.ID, ts, st.number, st.lost_first, st.lost, st.lost_bytes)
+        need = len(loss) + len(event)
+        if buf is None or len(buf.data) + need > self._size:
+            if buf is not None:
+                st.buf = None
+                self._full.append(buf)
+            buf = self._take(st, seq) if need <= self._size else None
+            if buf is None:
+                if not st.lost:
+                    st.lost_first = seq
+                st.lost += 1
+                st.lost_bytes += len(event)
+                self.dropped += 1
+                return
+        if loss:
+            buf.data += loss
+            st.lost = st.lost_bytes = 0
+        buf.data += event
+        buf.committed = (len(buf.data), seq + 1, ts)
+
+    def _take(self, st: _Thread, seq: int) -> _Buffer | None:
+        try:
+            buf = self._free.pop()
+        except IndexError:
+            return None
+        buf.data.clear()
+        buf.thread = st
+        buf.flushed = 0
+        buf.flushed_seq = seq
+        buf.committed = (0, seq, 0)
+        st.buf = buf
+        return buf
+
+    def emit(self, type_id: int, payload: bytes, variable: bool) -> None:
+        """Any event, already encoded, into the calling thread's buffer."""
+        ts = self.now()
+        if variable:
+            self._emit(_HEAD_LEN.pack(type_id, ts, len(payload)) + payload, ts)
+        else:
+            self._emit(HEAD.pack(type_id, ts) + payload, ts)
+
+    def message(self, text: str) -> None:
+        raw = clip_text(text)
+        ts = self.now()
+        self._emit(_HEAD_LEN.pack(UserMessage.ID, ts, len(raw)) + raw, ts)
+
+    def marker(self, name: str) -> None:
+        raw = clip_text(name)
+        ts = self.now()
+        self._emit(_HEAD_LEN.pack(UserMarker.ID, ts, len(raw)) + raw, ts)
+
+    def counter(self, name: str, value: float) -> None:
+        raw = clip_text(name)
+        ts = self.now()
+        self._emit(_HEAD_LEN.pack(PyCounter.ID, ts, 8 + len(raw)) + _COUNTER.pack(value) + raw, ts)
+
+    def span_begin(self, name: str) -> int:
+        """Open a span; returns its id: the thread number in the high 32 bits."""
+        st: _Thread | None = getattr(self._local, "state", None)
+        if st is None or st.gone:
+            st = self._register()
+        span = (st.number << 32) | (st.seq & 0xFFFFFFFF)
+        raw = clip_text(name)
+        ts = self.now()
+        self._emit(_HEAD_LEN.pack(PySpanBegin.ID, ts, 8 + len(raw)) + _SPAN_BEGIN.pack(span) + raw, ts)
+        return span
+
+    def span_end(self, span: int) -> None:
+        ts = self.now()
+        self._emit(_SPAN_END.pack(PySpanEnd.ID, ts, span & 0xFFFFFFFFFFFFFFFF), ts)
+
+    def gc_callback(self, phase: str, info: dict[str, int]) -> None:
+        """A ``gc.callbacks`` entry: StartGC, then EndGC and PyGcCollection."""
+        ts = self.now()
+        if phase == "start":
+            self._emit(HEAD.pack(StartGC.ID, ts), ts)
+        else:
+            self._emit(HEAD.pack(EndGC.ID, ts), ts)
+            gen = info.get("generation", 0)
+            payload = _GC.pack(gen, info.get("collected", 0), info.get("uncollectable", 0))
+            self._emit(HEAD.pack(PyGcCollection.ID, ts) + payload, ts)
+
+    def stats(self) -> dict[str, int]:
+        produced = sum(st.seq for st in list(self._threads.values()))
+        return {
+            "produced_live_threads": produced,
+            "dropped": self.dropped,
+            "bytes_written": self.bytes_written,
+            "connections": self.connections,
+            "threads": len(self._threads),
+            "free_buffers": len(self._free),
+        }
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    # -- the writer ----------------------------------------------------------
+
+    def start(self) -> None:
+        self._writer = threading.Thread(target=self._run, name="lpm-writer", daemon=True)
+        self._writer.start()
+
+    @property
+    def writer_ident(self) -> int | None:
+        return self._writer.ident if self._writer else None
+
+    def stop(self) -> None:
+        """Write what is left and the end marker; stop the writer thread."""
+        if self._writer is None:
+            return
+        self._stopping.set()
+        self._writer.join()
+        self._writer = None
+
+    def _run(self) -> None:
+        delay = BACKOFF[0]
+        next_try = 0.0
+        interval = self.config.flush_interval
+        tick = interval if interval > 0 else 0.010
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if self._fd is None and now >= next_try:
+                if self._connect():
+                    delay = BACKOFF[0]
+                else:
+                    next_try = now + delay
+                    delay = min(delay * BACKOFF[1], BACKOFF[2])
+            if self._fd is not None:
+                if not self._pending:
+                    self._pending += self._collect(partial=interval > 0)
+                self._write()
+            self._stopping.wait(tick)
+        self._finish()
+
+    def _connect(self) -> bool:
+        try:
+            fd = os.open(self.data_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as err:
+            if err.errno in (errno.ENXIO, errno.ENOENT):
+                return False
+            raise
+        try:
+            import fcntl
+
+            fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+        except OSError:
+            pass  # not a pipe, or the system limit is lower: the default size works
+        self._fd = fd
+        self.connections += 1
+        self._pending = bytearray(self.header)
+        if self.on_connect is not None:
+            self.on_connect()
+        return True
+
+    def _write(self) -> bool:
+        """Write pending bytes without blocking; False when the reader left."""
+        assert self._fd is not None
+        while self._pending:
+            try:
+                n = os.write(self._fd, self._pending)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except BrokenPipeError:
+                os.close(self._fd)
+                self._fd = None
+                self._pending.clear()
+                return False
+            del self._pending[:n]
+            self.bytes_written += n
+        return True
+
+    def _collect(self, partial: bool) -> bytes:
+        """Blocks for everything queued, and for unwritten parts of live buffers."""
+        out = bytearray()
+        full = self._full
+        while full:
+            buf = full.popleft()
+            self._block(out, buf)
+            buf.thread = None
+            self._free.append(buf)
+        if partial:
+            for st in sorted(list(self._threads.values()), key=lambda t: t.slot):
+                current = st.buf
+                if current is not None:
+                    self._block(out, current)
+        return bytes(out)
+
+    def _block(self, out: bytearray, buf: _Buffer) -> None:
+        # One read of `committed`: the owner may be appending right now.
+        end, next_seq, last_ts = buf.committed
+        start = buf.flushed
+        owner = buf.thread
+        if end <= start or owner is None:
+            return
+        data = buf.data
+        first_ts = HEAD.unpack_from(data, start)[1]
+        size = BLOCK_OVERHEAD + (end - start)
+        out += _MARKER_EVENT.pack(EventBlock.ID, first_ts, size, last_ts, owner.slot)
+        out += _BLOCK_INFO.pack(PyBlockInfo.ID, first_ts, owner.number, buf.flushed_seq)
+        out += data[start:end]
+        buf.flushed = end
+        buf.flushed_seq = next_seq
+
+    def _finish(self) -> None:
+        with self._register_lock:
+            for st in sorted(self._threads.values(), key=lambda t: t.slot):
+                if st.buf is not None:
+                    self._full.append(st.buf)
+                    st.buf = None
+        if self._fd is None and not self._connect():
+            return
+        self._pending += self._collect(partial=False)
+        self._pending += fmt.DATA_END
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self._pending and self._fd is not None and time.monotonic() < deadline:
+            if self._write() and self._pending:
+                time.sleep(0.001)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,62 @@
+"""Hiding secrets in argv and the environment before they leave the process.
+
+The rule (runtime-anchors.md §7, the union of what Django and Spring Boot hide):
+a value is replaced by ``<redacted>`` when its key matches :data:`SECRET_KEY`;
+the key stays visible so a user sees *what* was hidden.  Passwords inside URLs
+(``scheme://user:password@host``) are hidden in every value, whatever the key.
+In argv, ``--password=x`` hides ``x``, and ``--password x`` hides the next
+argument.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Mapping
+
+REDACTED = "<redacted>"
+
+#: Key names whose values are secret, matched anywhere in the key, any case.
+SECRET_KEY = re.compile(
+    r"PASS|PWD|SECRET|TOKEN|KEY|AUTH|CREDENTIAL|SIGNATURE|COOKIE|SESSION|PRIVATE|DSN|DATABASE_URL",
+    re.IGNORECASE,
+)
+#: Keys the pattern would catch that are not secrets: the shell's directories.
+NOT_SECRET = frozenset({"PWD", "OLDPWD"})
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@")
+
+
+def redact_value(value: str) -> str:
+    """Hide URL passwords in a value whose key is not itself secret."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", value)
+
+
+def redact_env(env: Mapping[str, str]) -> list[str]:
+    """``KEY=value`` strings, sorted, with secret values replaced."""
+    out = []
+    for key in sorted(env):
+        secret = key not in NOT_SECRET and SECRET_KEY.search(key) is not None
+        value = REDACTED if secret else redact_value(env[key])
+        out.append(f"{key}={value}")
+    return out
+
+
+def redact_argv(argv: Iterable[str]) -> list[str]:
+    """argv with the values of secret-looking options replaced."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        if arg.startswith("-"):
+            name, eq, _ = arg.partition("=")
+            if SECRET_KEY.search(name):
+                if eq:
+                    out.append(f"{name}={REDACTED}")
+                else:
+                    out.append(arg)
+                    hide_next = True
+                continue
+        out.append(redact_value(arg))
+    return out

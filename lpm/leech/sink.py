@@ -1,0 +1,99 @@
+"""What the event sources need from a leech's buffers and writer.
+
+Two implementations: :class:`lpm.leech.pure.PureSink` (the specification, in
+Python) and :class:`lpm.leech.native.NativeSink` (``leech.c``).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+from ..eventlog.events import Event
+from .config import LeechConfig
+
+
+class Sink(abc.ABC):
+    """Per-thread buffers under a budget, and a writer thread."""
+
+    IMPLEMENTATION = "?"
+    config: LeechConfig
+
+    # -- events from the calling thread --------------------------------------
+
+    @abc.abstractmethod
+    def emit(self, type_id: int, payload: bytes, variable: bool) -> None:
+        """An encoded payload of event type ``type_id``, timestamped now."""
+
+    def emit_event(self, cls: type[Event], *values: Any) -> None:
+        """An event of type ``cls`` with these payload values."""
+        self.emit(cls.ID, cls.LAYOUT.encode(values), cls.VARIABLE)
+
+    @abc.abstractmethod
+    def message(self, text: str) -> None: ...
+
+    @abc.abstractmethod
+    def marker(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def counter(self, name: str, value: float) -> None: ...
+
+    @abc.abstractmethod
+    def span_begin(self, name: str) -> int: ...
+
+    @abc.abstractmethod
+    def span_end(self, span: int) -> None: ...
+
+    @abc.abstractmethod
+    def gc_callback(self, phase: str, info: dict[str, int]) -> None:
+        """The ``gc.callbacks`` entry that records collections."""
+
+    # -- threads -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def thread_number(self, ident: int, native_id: int = 0) -> int: ...
+
+    @abc.abstractmethod
+    def thread_gone(self, ident: int) -> None: ...
+
+    @abc.abstractmethod
+    def take_new(self) -> list[tuple[int, int, int, str]]: ...
+
+    @abc.abstractmethod
+    def take_retired(self) -> list[tuple[int, int]]: ...
+
+    @abc.abstractmethod
+    def sequence_points(self) -> list[tuple[int, int]]: ...
+
+    # -- control -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def now(self) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def start_ns(self) -> int: ...
+
+    @abc.abstractmethod
+    def pause(self) -> None: ...
+
+    @abc.abstractmethod
+    def resume(self) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def paused(self) -> bool: ...
+
+    @abc.abstractmethod
+    def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def writer_ident(self) -> int | None: ...
+
+    @abc.abstractmethod
+    def stats(self) -> dict[str, int]:
+        """Counters: events written and dropped, bytes written, connections."""
