@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 from typing import IO, Iterator, TextIO
 
 from ..errors import CommandError, FormatError
+from ..leech.paths import open_reader
 from ..eventlog import (
     EVENT_TYPES,
     NEED_DATA,
@@ -65,6 +67,8 @@ def _open(path: str) -> IO[bytes]:
     if path == "-":
         return os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
     try:
+        if stat.S_ISFIFO(os.stat(path).st_mode):
+            return open(open_reader(path), "rb", buffering=0)
         return open(path, "rb", buffering=0)
     except OSError as err:
         raise CommandError(f"cannot open {path}: {err.strerror}") from None

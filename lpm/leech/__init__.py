@@ -42,8 +42,8 @@ class Leech:
         self.data_path = data_path
         self.control_path = control_path
         header = EventLogWriter().header()
-        self.sink = make_sink(config, header, data_path, self._on_connect)
-        self.monitor = Monitor(self.sink, control_path)
+        self.sink = make_sink(config, header, data_path, control_path, self._on_connect)
+        self.monitor = Monitor(self.sink)
         self.pid = os.getpid()
 
     def _on_connect(self) -> None:
@@ -66,13 +66,15 @@ class Leech:
             self.fifos.remove()
 
 
-def make_sink(config: LeechConfig, header: bytes, data_path: str, on_connect: Any = None) -> Sink:
+def make_sink(
+    config: LeechConfig, header: bytes, data_path: str, control_path: str | None = None, on_connect: Any = None
+) -> Sink:
     """The native sink when wanted and loadable, else the pure one."""
     global IMPLEMENTATION
     if config.implementation in ("auto", "native"):
         try:
             native = importlib.import_module(".native", __package__)
-            sink: Sink = native.NativeSink(config, header, data_path, on_connect)
+            sink: Sink = native.NativeSink(config, header, data_path, control_path, on_connect)
             IMPLEMENTATION = "native"
             return sink
         except (ImportError, LeechError, OSError) as err:
@@ -82,7 +84,7 @@ def make_sink(config: LeechConfig, header: bytes, data_path: str, on_connect: An
     from .pure import PureSink
 
     IMPLEMENTATION = "python"
-    return PureSink(config, header, data_path, on_connect)
+    return PureSink(config, header, data_path, control_path, on_connect)
 
 
 _lock = threading.Lock()

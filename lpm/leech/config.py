@@ -34,6 +34,9 @@ class LeechConfig:
     buffer_size: int = 16 << 10
     """Bytes of one thread buffer (the unit taken from and returned to the budget)."""
 
+    stop_timeout: float = 2.0
+    """Seconds stop() waits for a slow reader to take the last events before giving up on them."""
+
     directory: str | None = None
     """Where the FIFOs go; default: $LPM_DIR, $XDG_RUNTIME_DIR/lpm or <tmp>/lpm-<uid>."""
 
@@ -46,7 +49,7 @@ class LeechConfig:
     def __post_init__(self) -> None:
         if self.sample_rate < 0 or self.sample_rate > 10_000:
             raise LeechError(f"sample_rate {self.sample_rate} is outside 0..10000 per second")
-        for name in ("heap_interval", "flush_interval", "generation_interval"):
+        for name in ("heap_interval", "flush_interval", "generation_interval", "stop_timeout"):
             if getattr(self, name) < 0:
                 raise LeechError(f"{name} {getattr(self, name)} must not be negative")
         if self.buffer_size < 4096 or self.buffer_size > (1 << 20):

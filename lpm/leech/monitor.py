@@ -4,14 +4,15 @@ One daemon thread, ``lpm-monitor``, does everything that is periodic, so the
 program's threads only ever pay for the events they emit themselves (user API,
 GC callbacks).  Each tick it:
 
-- reads the control FIFO (one line per command, see :data:`COMMANDS`);
+- carries out the commands the sink's writer read from the control FIFO
+  (one line each, see :data:`COMMANDS`);
 - at the sample rate, takes one stack sample of every thread with
   ``sys._current_frames()``; each code object is declared once per generation
   (``PyCode``: number, first line, qualified name, file) and samples refer to it
   by number, innermost frame first, at most :data:`MAX_DEPTH` frames;
-- notices threads that start, are renamed or end (``CreateThread``,
-  ``ThreadLabel``, ``PyThreadInfo``, ``StopThread`` with the final
-  ``PySeqPoint``);
+- notices threads that start or are renamed (``CreateThread``,
+  ``ThreadLabel``, ``PyThreadInfo``) and tells the sink of threads that ended
+  (its writer then sends ``StopThread`` and the final ``PySeqPoint``);
 - at the heap interval, emits ``PyHeap`` (RSS, allocated blocks, tracemalloc
   when it is tracing) and each thread's CPU time (``PyThreadCpu``);
 - every generation interval, or when a reader arrives or asks: a new
@@ -49,16 +50,13 @@ COMMANDS = ("pause", "resume", "resend", "rate HZ", "heap-interval SECONDS")
 class Monitor:
     """The periodic sources; owns the ``lpm-monitor`` thread."""
 
-    def __init__(self, sink: Sink, control_path: str | None) -> None:
+    def __init__(self, sink: Sink) -> None:
         self.sink = sink
         self.config = sink.config
-        self.control_path = control_path
         self.rate = self.config.sample_rate
         self.heap_interval = self.config.heap_interval
         self.generation = 0
         self.samples = 0
-        self._control_fd: int | None = None
-        self._control_buf = b""
         self._codes: dict[CodeType, int] = {}
         self._known: dict[int, tuple[int, str]] = {}  # ident -> (number, name)
         self._resend = threading.Event()
@@ -69,22 +67,17 @@ class Monitor:
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
-        if self.control_path is not None:
-            self._control_fd = os.open(self.control_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name="lpm-monitor", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread, then emit the final sequence points from the caller."""
+        """Stop the thread.  The sink's writer sends the final sequence points."""
         if self._thread is None:
             return
         self._stopping.set()
         self._thread.join()
         self._thread = None
-        if self._control_fd is not None:
-            os.close(self._control_fd)
-            self._control_fd = None
-        self._threads(final=True)
+        self._threads()  # announce threads that came and went since the last tick
 
     def request_resend(self) -> None:
         """Send the process state again at the next tick (a reader arrived)."""
@@ -98,7 +91,7 @@ class Monitor:
     def _run(self) -> None:
         self.own_thread(threading.get_ident())
         sink = self.sink
-        sink.thread_number(threading.get_ident(), threading.get_native_id())
+        sink.thread_number(threading.get_ident(), threading.get_native_id(), threading.current_thread().name)
         next_sample = next_heap = time.monotonic()
         next_gen = next_sample + self.config.generation_interval
         self._new_generation()
@@ -122,22 +115,8 @@ class Monitor:
     # -- control -------------------------------------------------------------
 
     def _read_control(self) -> None:
-        if self._control_fd is None:
-            return
-        try:
-            data = os.read(self._control_fd, 4096)
-        except BlockingIOError:
-            return
-        except OSError as err:
-            if err.errno == errno.EAGAIN:
-                return
-            raise
-        if not data:
-            return
-        lines = (self._control_buf + data).split(b"\n")
-        self._control_buf = lines.pop()[-256:]
-        for line in lines:
-            self.command(line.decode("ascii", "replace").strip())
+        for line in self.sink.take_commands():
+            self.command(line)
 
     def command(self, line: str) -> str:
         """Carry out one control command; returns "ok" or an error text."""
@@ -176,43 +155,37 @@ class Monitor:
         sink.emit_event(ev.PyGeneration, self.generation)
         for event_class, values in procinfo.process_events(sink, self.rate, self.heap_interval):
             sink.emit_event(event_class, *values)
-        for number, name in self._known.values():
-            sink.emit_event(ev.ThreadLabel, number, name)
         for number, seq in sink.sequence_points():
             sink.emit_event(ev.PySeqPoint, number, seq)
 
-    def _threads(self, final: bool = False) -> None:
-        """Announce new, renamed and ended threads; sequence points at the end."""
+    def _threads(self) -> None:
+        """Learn new threads' numbers, announce renames, tell the sink of ends.
+
+        The sink's writer announces new threads (CreateThread, ThreadLabel,
+        PyThreadInfo) and ended ones in blocks of its own, outside the budget,
+        so a thread's life is never lost to a full budget.
+        """
         sink = self.sink
         frames = sys._current_frames()
         live = {t.ident: t for t in threading.enumerate() if t.ident is not None}
         for ident in frames:
             if ident not in self._known and ident not in self._own:
                 thread = live.get(ident)
-                sink.thread_number(ident, (thread.native_id or 0) if thread else 0)
-        for number, ident, native_id, given in sink.take_new():
-            thread = live.get(ident)
-            name = thread.name if thread is not None else (given or f"thread-{number}")
-            if ident in self._own:
-                name = threading.current_thread().name if ident == threading.get_ident() else "lpm"
+                if thread is not None:
+                    sink.thread_number(ident, thread.native_id or 0, thread.name)
+                else:
+                    sink.thread_number(ident)
+        for number, ident, _native_id, name in sink.take_new():
             self._known[ident] = (number, name)
-            sink.emit_event(ev.CreateThread, number)
-            sink.emit_event(ev.ThreadLabel, number, name)
-            sink.emit_event(ev.PyThreadInfo, number, native_id)
         for ident, (number, name) in list(self._known.items()):
             thread = live.get(ident)
             if thread is not None and thread.name != name and ident not in self._own:
                 self._known[ident] = (number, thread.name)
+                sink.thread_renamed(ident, thread.name)
                 sink.emit_event(ev.ThreadLabel, number, thread.name)
-            if ident not in frames and not final:
+            if ident not in frames:
                 sink.thread_gone(ident)
                 del self._known[ident]
-        for number, seq in sink.take_retired():
-            sink.emit_event(ev.StopThread, number, ev.THREAD_FINISHED, 0)
-            sink.emit_event(ev.PySeqPoint, number, seq)
-        if final:
-            for number, seq in sink.sequence_points():
-                sink.emit_event(ev.PySeqPoint, number, seq)
 
     def _sample(self) -> None:
         sink = self.sink

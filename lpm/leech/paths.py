@@ -87,3 +87,39 @@ def make_fifos(directory: str | None = None) -> FifoPair:
     finally:
         os.umask(old)
     return pair
+
+
+def attach(data_path: str) -> bool:
+    """Tell the leech behind data FIFO ``data_path`` that a new reader is about
+    to open it, so that, if an earlier reader still holds the pipe, it sends a
+    fresh header next (bytes the earlier reader left in the pipe come before
+    it, and a reader skips them).  Call it *before* opening the data FIFO.
+    False when ``data_path`` is not a leech's FIFO or its leech is gone."""
+    if not data_path.endswith(DATA_SUFFIX):
+        return False
+    control = data_path[: -len(DATA_SUFFIX)] + CONTROL_SUFFIX
+    try:
+        fd = os.open(control, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        os.write(fd, b"attach\n")
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def open_reader(data_path: str) -> int:
+    """Attach to a leech's data FIFO and open it for reading; returns a
+    blocking descriptor once the leech has connected (like ``open``, this waits
+    for a writer)."""
+    attach(data_path)
+    # The non-blocking read end lets the leech's non-blocking open succeed;
+    # the blocking open then returns as soon as it has.
+    probe = os.open(data_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        return os.open(data_path, os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(probe)

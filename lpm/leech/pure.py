@@ -42,12 +42,14 @@ The writer thread, every ``flush_interval`` (or 10 ms when that is 0):
 
 A block is ``EventBlock(ts=first event's ts, size, end_ts=last event's ts,
 cap=slot)``, then ``PyBlockInfo(ts=first event's ts, thread, first_seq)``,
-then the events.
+then the events.  ``first_seq`` is the sequence number of the block's first
+event, or, when the block opens with a ``PyDataLoss`` record, the first lost
+sequence number it reports.
 
 Without a reader, full buffers stay queued, so the backlog is bounded by the
 budget and the program keeps running; new events are dropped and counted.
-``stop()`` writes everything left (waiting at most ``STOP_TIMEOUT`` for a slow
-reader) and the end marker.
+``stop()`` writes everything left (waiting at most ``config.stop_timeout`` for
+a slow reader) and the end marker.
 """
 
 from __future__ import annotations
@@ -62,15 +64,21 @@ from typing import Callable, Deque
 
 from ..eventlog import format as fmt
 from ..eventlog.events import (
+    THREAD_FINISHED,
+    CreateThread,
     EndGC,
     EventBlock,
     PyGcCollection,
     PyBlockInfo,
+    PyThreadInfo,
     PyCounter,
     PyDataLoss,
     PySpanBegin,
+    PySeqPoint,
     PySpanEnd,
     StartGC,
+    StopThread,
+    ThreadLabel,
     UserMarker,
     UserMessage,
 )
@@ -86,12 +94,15 @@ _COUNTER = struct.Struct(">d")
 _SPAN_END = struct.Struct(">HQQ")
 _SPAN_BEGIN = struct.Struct(">Q")
 _GC = struct.Struct(">HQQ")
+_STOP = struct.Struct(">HQIHI")
+_SEQ_POINT = struct.Struct(">HQIQ")
+_THREAD = struct.Struct(">HQI")
+_THREAD_ID = struct.Struct(">I")
+_THREAD_INFO = struct.Struct(">HQIQ")
 
 #: The most bytes of text a message, marker, span or counter name carries;
 #: longer text is cut at a character boundary.
 MAX_TEXT = 4096
-#: Seconds ``stop()`` waits for a slow reader to take the last bytes.
-STOP_TIMEOUT = 2.0
 #: Reconnection backoff: first delay, factor, last delay (seconds).
 BACKOFF = (0.010, 1.5, 0.5)
 BLOCK_OVERHEAD = _MARKER_EVENT.size + _BLOCK_INFO.size
@@ -121,10 +132,11 @@ class _Buffer:
 
 
 class _Thread:
-    __slots__ = ("number", "slot", "ident", "native_id", "seq", "buf", "lost", "lost_bytes", "lost_first", "gone")
+    __slots__ = ("number", "slot", "ident", "native_id", "name", "seq", "buf", "lost", "lost_bytes", "lost_first", "gone")
 
-    def __init__(self, number: int, slot: int, ident: int, native_id: int) -> None:
+    def __init__(self, number: int, slot: int, ident: int, native_id: int, name: str) -> None:
         self.number = number
+        self.name = name
         self.slot = slot
         self.ident = ident
         self.native_id = native_id
@@ -160,6 +172,7 @@ class PureSink(Sink):
         header: the eventlog header to send to every new reader.
         data_path: the data FIFO (or a regular file, which counts as a reader
             that is always there).
+        control_path: the control FIFO, read by the writer thread, or None.
         on_connect: called from the writer thread when a reader arrives, so the
             process state can be sent again.
     """
@@ -171,11 +184,13 @@ class PureSink(Sink):
         config: LeechConfig,
         header: bytes,
         data_path: str,
+        control_path: str | None = None,
         on_connect: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.header = header
         self.data_path = data_path
+        self.control_path = control_path
         self.on_connect = on_connect
         self._t0 = time.monotonic_ns()
         self._fixed = config.fixed_clock
@@ -196,8 +211,12 @@ class PureSink(Sink):
         self.bytes_written = 0
         self.connections = 0
         self.dropped = 0
-        self.retired: list[tuple[int, int]] = []  # (number, final seq) of ended threads
+        self._retiring: list[_Thread] = []  # ended, awaiting their closing block
         self.new: list[tuple[int, int, int, str]] = []  # (number, ident, native id, name) of new threads
+        self._announce: list[_Thread] = []  # registered, not yet announced in a writer block
+        self._control_fd: int | None = None
+        self._control_buf = b""
+        self._commands: Deque[str] = collections.deque(maxlen=64)
 
     # -- clock ---------------------------------------------------------------
 
@@ -231,21 +250,34 @@ class PureSink(Sink):
         while slot in self._slots:
             slot += 1
         self._slots.add(slot)
-        st = _Thread(self._next_number, slot, ident, native_id)
+        st = _Thread(self._next_number, slot, ident, native_id, name or f"thread-{self._next_number}")
         self._next_number += 1
         self._threads[st.number] = st
         self._by_ident[ident] = st
-        self.new.append((st.number, ident, native_id, name))
+        self.new.append((st.number, ident, native_id, st.name))
+        self._announce.append(st)
         return st
 
-    def thread_number(self, ident: int, native_id: int = 0) -> int:
+    def thread_number(self, ident: int, native_id: int = 0, name: str = "") -> int:
         """The lpm number of the thread with ``threading`` ident ``ident``,
         registering it if it has emitted nothing yet (the sampler asks)."""
         with self._register_lock:
             st = self._by_ident.get(ident)
             if st is None or st.gone:
-                st = self._new_thread(ident, native_id)
+                st = self._new_thread(ident, native_id, name)
             return st.number
+
+    def thread_renamed(self, ident: int, name: str) -> None:
+        """Thread ``ident`` has a new name, for the status a new reader gets."""
+        st = self._by_ident.get(ident)
+        if st is not None:
+            st.name = name
+
+    def take_commands(self) -> list[str]:
+        out: list[str] = []
+        while self._commands:
+            out.append(self._commands.popleft())
+        return out
 
     def thread_exit(self, st: _Thread) -> None:
         """``st``'s thread has ended: queue its buffer, free its slot."""
@@ -261,7 +293,7 @@ class PureSink(Sink):
             if self._by_ident.get(st.ident) is st:
                 del self._by_ident[st.ident]
             self._slots.discard(st.slot)
-            self.retired.append((st.number, st.seq))
+            self._retiring.append(st)
 
     def thread_gone(self, ident: int) -> None:
         """The sampler saw thread ``ident`` disappear."""
@@ -273,12 +305,6 @@ class PureSink(Sink):
         """(number, ident, native id, name or "") of threads registered since the last call."""
         with self._register_lock:
             out, self.new = self.new, []
-        return out
-
-    def take_retired(self) -> list[tuple[int, int]]:
-        """(number, final sequence number) of threads that ended since the last call."""
-        with self._register_lock:
-            out, self.retired = self.retired, []
         return out
 
     def sequence_points(self) -> list[tuple[int, int]]:
@@ -324,11 +350,14 @@ class PureSink(Sink):
             buf = self._free.pop()
         except IndexError:
             return None
+        # A buffer that will open with a PyDataLoss record starts at the first
+        # lost sequence number: the record accounts for the numbers up to `seq`.
+        first = st.lost_first if st.lost else seq
         buf.data.clear()
         buf.thread = st
         buf.flushed = 0
-        buf.flushed_seq = seq
-        buf.committed = (0, seq, 0)
+        buf.flushed_seq = first
+        buf.committed = (0, first, 0)
         st.buf = buf
         return buf
 
@@ -427,18 +456,56 @@ class PureSink(Sink):
         tick = interval if interval > 0 else 0.010
         while not self._stopping.is_set():
             now = time.monotonic()
+            was_connected = self._fd is not None
             if self._fd is None and now >= next_try:
                 if self._connect():
                     delay = BACKOFF[0]
                 else:
                     next_try = now + delay
                     delay = min(delay * BACKOFF[1], BACKOFF[2])
+            if self._read_control() and was_connected and self._fd is not None:
+                # A reader that attached while an earlier one held the pipe:
+                # after the whole blocks in flight, a fresh header.
+                self._pending += self.header
+                self._pending += self._status_block()
+                if self.on_connect is not None:
+                    self.on_connect()
             if self._fd is not None:
                 if not self._pending:
                     self._pending += self._collect(partial=interval > 0)
                 self._write()
             self._stopping.wait(tick)
         self._finish()
+
+    def _read_control(self) -> bool:
+        """Read control lines; queue commands for the monitor.  True when a
+        reader said "attach".
+
+        A reader writes "attach" *before* it opens the data FIFO, so when the
+        open is what let this iteration connect, the attach is already here
+        and is rightly ignored: the connection just sent a header.
+        """
+        if self._control_fd is None:
+            if self.control_path is None:
+                return False
+            self._control_fd = os.open(self.control_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        attached = False
+        while True:
+            try:
+                data = os.read(self._control_fd, 4096)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not data:
+                break
+            lines = (self._control_buf + data).split(b"\n")
+            self._control_buf = lines.pop()[-256:]
+            for raw in lines:
+                line = raw.decode("ascii", "replace").strip()
+                if line == "attach":
+                    attached = True
+                elif line:
+                    self._commands.append(line)
+        return attached
 
     def _connect(self) -> bool:
         try:
@@ -456,6 +523,7 @@ class PureSink(Sink):
         self._fd = fd
         self.connections += 1
         self._pending = bytearray(self.header)
+        self._pending += self._status_block()
         if self.on_connect is not None:
             self.on_connect()
         return True
@@ -480,12 +548,20 @@ class PureSink(Sink):
     def _collect(self, partial: bool) -> bytes:
         """Blocks for everything queued, and for unwritten parts of live buffers."""
         out = bytearray()
+        if self._announce:
+            with self._register_lock:
+                fresh, self._announce = self._announce, []
+            self._announce_block(out, fresh)
         full = self._full
         while full:
             buf = full.popleft()
             self._block(out, buf)
             buf.thread = None
             self._free.append(buf)
+        if self._retiring:
+            with self._register_lock:
+                ended, self._retiring = self._retiring, []
+            self._closing_block(out, ended, stop=True)
         if partial:
             for st in sorted(list(self._threads.values()), key=lambda t: t.slot):
                 current = st.buf
@@ -509,6 +585,49 @@ class PureSink(Sink):
         buf.flushed = end
         buf.flushed_seq = next_seq
 
+    def _status_block(self) -> bytes:
+        """A writer block announcing every thread a new reader should know:
+        the live ones and those ended whose closing block is still to come."""
+        with self._register_lock:
+            self._announce.clear()
+            threads = sorted([*self._threads.values(), *self._retiring], key=lambda t: t.number)
+        out = bytearray()
+        self._announce_block(out, threads)
+        return bytes(out)
+
+    def _announce_block(self, out: bytearray, threads: list[_Thread]) -> None:
+        """A writer block: CreateThread, ThreadLabel and PyThreadInfo per thread."""
+        if not threads:
+            return
+        ts = self.now()
+        body = bytearray()
+        for st in threads:
+            label = clip_text(st.name)
+            body += _THREAD.pack(CreateThread.ID, ts, st.number)
+            body += _HEAD_LEN.pack(ThreadLabel.ID, ts, 4 + len(label)) + _THREAD_ID.pack(st.number) + label
+            body += _THREAD_INFO.pack(PyThreadInfo.ID, ts, st.number, st.native_id)
+        out += _MARKER_EVENT.pack(EventBlock.ID, ts, _MARKER_EVENT.size + len(body), ts, fmt.GLOBAL_CAP)
+        out += body
+
+    def _closing_block(self, out: bytearray, threads: list[_Thread], stop: bool) -> None:
+        """A global block (cap 0xffff, no PyBlockInfo) the writer makes itself,
+        out of no thread's buffer, so the budget can never keep it from the
+        reader: per thread, its unreported PyDataLoss, its StopThread when it
+        ended, and a PySeqPoint with its final sequence number."""
+        if not threads:
+            return
+        ts = self.now()
+        body = bytearray()
+        for st in threads:
+            if st.lost:
+                body += _LOSS.pack(PyDataLoss.ID, ts, st.number, st.lost_first, st.lost, st.lost_bytes)
+                st.lost = st.lost_bytes = 0
+            if stop:
+                body += _STOP.pack(StopThread.ID, ts, st.number, THREAD_FINISHED, 0)
+            body += _SEQ_POINT.pack(PySeqPoint.ID, ts, st.number, st.seq)
+        out += _MARKER_EVENT.pack(EventBlock.ID, ts, _MARKER_EVENT.size + len(body), ts, fmt.GLOBAL_CAP)
+        out += body
+
     def _finish(self) -> None:
         with self._register_lock:
             for st in sorted(self._threads.values(), key=lambda t: t.slot):
@@ -518,11 +637,17 @@ class PureSink(Sink):
         if self._fd is None and not self._connect():
             return
         self._pending += self._collect(partial=False)
+        final = bytearray()
+        self._closing_block(final, sorted(self._threads.values(), key=lambda t: t.slot), stop=False)
+        self._pending += final
         self._pending += fmt.DATA_END
-        deadline = time.monotonic() + STOP_TIMEOUT
+        deadline = time.monotonic() + self.config.stop_timeout
         while self._pending and self._fd is not None and time.monotonic() < deadline:
             if self._write() and self._pending:
                 time.sleep(0.001)
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._control_fd is not None:
+            os.close(self._control_fd)
+            self._control_fd = None

@@ -51,16 +51,20 @@ class Sink(abc.ABC):
     # -- threads -------------------------------------------------------------
 
     @abc.abstractmethod
-    def thread_number(self, ident: int, native_id: int = 0) -> int: ...
+    def thread_number(self, ident: int, native_id: int = 0, name: str = "") -> int: ...
+
+    @abc.abstractmethod
+    def thread_renamed(self, ident: int, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def take_commands(self) -> list[str]:
+        """Control FIFO lines the writer read since the last call ("attach" excepted)."""
 
     @abc.abstractmethod
     def thread_gone(self, ident: int) -> None: ...
 
     @abc.abstractmethod
     def take_new(self) -> list[tuple[int, int, int, str]]: ...
-
-    @abc.abstractmethod
-    def take_retired(self) -> list[tuple[int, int]]: ...
 
     @abc.abstractmethod
     def sequence_points(self) -> list[tuple[int, int]]: ...

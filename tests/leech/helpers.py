@@ -1,0 +1,111 @@
+"""Running sample programs under the leech, reading their FIFOs, and checking
+the counts in what arrives."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from lpm.eventlog import EndOfStream, Event, Header, read_events
+from lpm.eventlog.accounting import Accounting
+from lpm.leech.paths import open_reader
+
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+#: Generous bound for waiting on a process of ours; no test relies on it for timing.
+PATIENCE = 60.0
+
+
+def spawn(
+    program: str,
+    args: Sequence[str],
+    lpm_dir: Path,
+    implementation: str,
+    env: dict[str, str] | None = None,
+    run_options: Sequence[str] = (),
+) -> subprocess.Popen[bytes]:
+    """``python -m lpm run PROGRAM ARGS`` with its FIFOs in ``lpm_dir``."""
+    full_env = dict(os.environ, LPM_DIR=str(lpm_dir), **(env or {}))
+    cmd = [sys.executable, "-m", "lpm", "run", "--implementation", implementation, *run_options]
+    return subprocess.Popen(
+        [*cmd, str(PROGRAMS / program), *args], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def wait_for_fifo(lpm_dir: Path, proc: subprocess.Popen[bytes] | None = None) -> Path:
+    deadline = time.monotonic() + PATIENCE
+    while time.monotonic() < deadline:
+        found = sorted(lpm_dir.glob("lpm-*.data"))
+        if found:
+            return found[0]
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"program exited ({proc.returncode}) before making its FIFO: {proc.stderr.read()!r}")  # type: ignore[union-attr]
+        time.sleep(0.005)
+    raise AssertionError(f"no FIFO appeared in {lpm_dir}")
+
+
+class FifoReader(threading.Thread):
+    """Reads a FIFO to EOF into ``data``."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.data = bytearray()
+
+    def run(self) -> None:
+        with open(open_reader(str(self.path)), "rb", buffering=0) as f:
+            while True:
+                chunk = f.read(1 << 16)
+                if not chunk:
+                    return
+                self.data += chunk
+
+
+@dataclass
+class Stream:
+    """A decoded lpm stream and its per-thread accounts."""
+
+    items: list[object]
+    accounting: Accounting = field(default_factory=Accounting)
+
+    @property
+    def events(self) -> list[Event]:
+        return [i for i in self.items if isinstance(i, Event)]
+
+    @property
+    def complete(self) -> bool:
+        end = self.items[-1]
+        return isinstance(end, EndOfStream) and end.complete
+
+    def of_type(self, cls: type[Event]) -> list[Event]:
+        return [e for e in self.events if type(e) is cls]
+
+    def assert_balanced(self) -> None:
+        """received + reported lost == produced, per thread, with nothing unreported."""
+        bad = {
+            n: (a.received, a.lost, a.first_seq, a.produced, a.gaps)
+            for n, a in self.accounting.threads.items()
+            if not a.balanced
+        }
+        assert not bad, f"threads whose counts do not add up (received, lost, first, produced, gaps): {bad}"
+
+
+def decode(data: bytes) -> Stream:
+    items: list[object] = list(read_events(bytes(data)))
+    stream = Stream(items)
+    for item in items:
+        if isinstance(item, Header):
+            stream.accounting.reset()
+        elif isinstance(item, Event):
+            stream.accounting.add(item)
+    return stream
+
+
+def finish(proc: subprocess.Popen[bytes]) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=PATIENCE)
+    return proc.returncode, out.decode(), err.decode()

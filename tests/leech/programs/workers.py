@@ -1,0 +1,36 @@
+"""Sample program: named worker threads emitting markers, spans and counters,
+and an exact number of garbage collections between two markers.
+
+argv: THREADS MARKERS GCS.  Prints one JSON line with what it did.
+"""
+
+import gc
+import json
+import sys
+import threading
+
+import lpm
+
+threads, markers, gcs = (int(a) for a in sys.argv[1:4])
+
+
+def work(i: int) -> None:
+    with lpm.span(f"work {i}"):
+        for j in range(markers):
+            lpm.marker(f"worker {i} marker {j}")
+        lpm.counter("done", i)
+
+
+gc.disable()
+lpm.marker("gc begin")
+for _ in range(gcs):
+    gc.collect()
+lpm.marker("gc end")
+pool = [threading.Thread(target=work, args=(i,), name=f"worker-{i}") for i in range(threads)]
+for t in pool:
+    t.start()
+for t in pool:
+    t.join()
+lpm.message("all done ✓")
+print(json.dumps({"threads": threads, "markers": markers, "gcs": gcs}), flush=True)
+sys.exit(7)
