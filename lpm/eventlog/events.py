@@ -13,7 +13,8 @@ payload fields in wire order.  Its class attributes say the rest:
 - ``OLD_SIZES``: shorter layouts older runtimes wrote, keyed by payload size.
 
 Class names of GHC types are the ghc-events constructor names, so counts per
-type can be compared with that library's directly.
+type can be compared with that library's directly (ghc-events 0.17 has no
+constructor for id 59, which it reports as an unknown event).
 
 ``ts`` is nanoseconds since the program started; ``cap`` is the capability of
 the block the event arrived in (``None`` outside a block or in the global
@@ -23,6 +24,7 @@ buffer).  For lpm's streams a block holds one Python thread's buffer and
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar, Dict, Tuple, Type, TypeVar
 
@@ -411,6 +413,11 @@ class BlocksSize(Event):
     bytes: int
 
 
+def _haskell_list(items: Tuple[str, ...]) -> str:
+    """A list of strings as ghc-events prints one: ["a","b"] (non-ASCII kept)."""
+    return json.dumps(list(items), ensure_ascii=False, separators=(",", ":"))
+
+
 # -- capabilities and capability sets --------------------------------------
 
 CAPSET_TYPES = {0: "CapsetUnknown", 1: "CapsetCustom", 2: "CapsetOsProcess", 3: "CapsetClockDomain"}
@@ -498,7 +505,7 @@ class ProgramArgs(Event):
     args: Tuple[str, ...]
 
     def describe(self) -> str:
-        return f"capset {self.capset}: args: {list(self.args)}"
+        return f"capset {self.capset}: args: {_haskell_list(self.args)}"
 
 
 @event(31, "IS", "Program environment variables", "capset {capset}: env: {env}")
@@ -509,7 +516,7 @@ class ProgramEnv(Event):
     env: Tuple[str, ...]
 
     def describe(self) -> str:
-        return f"capset {self.capset}: env: {list(self.env)}"
+        return f"capset {self.capset}: env: {_haskell_list(self.env)}"
 
 
 @event(32, "II", "Process ID", "capset {capset}: pid {pid}")
@@ -647,6 +654,17 @@ class HackBugT9003(Event):
 )
 @dataclass
 class HeapProfBegin(Event):
+    BREAKDOWNS: ClassVar[Dict[int, str]] = {
+        1: "cost centre stack",
+        2: "module",
+        3: "closure description",
+        4: "type description",
+        5: "retainer",
+        6: "biography",
+        7: "closure type",
+        8: "info table",
+    }
+
     __slots__ = (
         "heap_prof_id",
         "sampling_period",
@@ -669,6 +687,10 @@ class HeapProfBegin(Event):
     cost_centre_stack_filter: str
     retainer_filter: str
     biography_filter: str
+
+    def describe(self) -> str:
+        by = self.BREAKDOWNS.get(self.breakdown, f"breakdown {self.breakdown}")
+        return f"start heap profiling {self.heap_prof_id} at sampling period {self.sampling_period} broken down by {by}"
 
 
 @event(161, "IsssB", "Cost center definition", "cost centre {cost_centre_id} {label} in {module} at {srcloc}")
@@ -697,6 +719,10 @@ class HeapProfSampleCostCentre(Event):
     residency: int
     stack: Tuple[int, ...]
 
+    def describe(self) -> str:
+        stack = ", ".join(map(str, self.stack))
+        return f"heap prof sample {self.heap_prof_id}, residency {self.residency}, cost centre stack {stack}"
+
 
 @event(164, "BQs", "Heap profile string sample", "heap prof sample {heap_prof_id}, residency {residency}, label {label}")
 @dataclass
@@ -707,7 +733,7 @@ class HeapProfSampleString(Event):
     label: str
 
 
-@event(165, "Q", "End of heap profile sample", "end heap prof sample {era}")
+@event(165, "Q", "End of heap profile sample", "end prof sample {era}")
 @dataclass
 class HeapProfSampleEnd(Event):
     __slots__ = ("era",)
@@ -729,6 +755,9 @@ class ProfSampleCostCentre(Event):
     capability: int
     ticks: int
     stack: Tuple[int, ...]
+
+    def describe(self) -> str:
+        return f"cap {self.capability} tick {self.ticks}: cost centre stack {', '.join(map(str, self.stack))}"
 
 
 @event(168, "Q", "Start of a time profile", "start time profiling, tick interval {tick_interval} ns")
@@ -807,23 +836,30 @@ class ConcUpdRemSetFlush(Event):
     207,
     "BIII",
     "Nonmoving heap census",
-    "nonmoving heap census 2^{log_block_size}: {active_segs} active segments, "
-    "{filled_segs} filled segments, {sweep_segs} sweep segments",
+    "nonmoving heap census {log_block_size}: {active_segs} active segments, "
+    "{filled_segs} filled segments, {live_blocks} live blocks",
 )
 @dataclass
 class NonmovingHeapCensus(Event):
-    """GHC 9.0.2's 13-byte layout (log2 of the block size first).
+    """GHC 9.0.2's 13-byte layout (log2 of the block size first; the last
+    field is the census's live blocks, as the runtime posts n_live_blocks).
 
     Later runtimes write a u16 block size there; that 14-byte payload decodes
     as this layout's prefix plus one byte, so the first field is then wrong:
     a known limit, as no GHC on these machines writes the newer form.
     """
 
-    __slots__ = ("log_block_size", "active_segs", "filled_segs", "sweep_segs")
+    __slots__ = ("log_block_size", "active_segs", "filled_segs", "live_blocks")
     log_block_size: int
     active_segs: int
     filled_segs: int
-    sweep_segs: int
+    live_blocks: int
+
+    def describe(self) -> str:
+        return (
+            f"nonmoving heap census {1 << self.log_block_size}: {self.active_segs} active segments, "
+            f"{self.filled_segs} filled segments, {self.live_blocks} live blocks"
+        )
 
 
 # -- ticky counters ---------------------------------------------------------
