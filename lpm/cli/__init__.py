@@ -42,7 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    program: list[str] | None = None
+    if "run" in words:
+        # What follows the program's name is the program's own: keep argparse away.
+        at = words.index("run") + 1
+        own, program = run.split_program(words[at:])
+        words = words[:at] + own
+    args = parser.parse_args(words)
+    if program is not None:
+        args.program = program
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="lpm: %(levelname)s: %(message)s",

@@ -26,7 +26,12 @@ HELP = "run a Python script or module with the leech streaming its events"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = leech_config.LeechConfig()
-    parser.add_argument("-m", dest="module", metavar="MODULE", help="run a library module as a script, like python -m")
+    parser.add_argument(
+        "program",
+        nargs="*",
+        metavar="script.py | -m MODULE",
+        help="the program and its arguments (everything after the script or -m MODULE is the program's)",
+    )
     parser.add_argument(
         "--sample-rate", type=float, metavar="HZ", help=f"stack samples per second, 0 for none (default {defaults.sample_rate:g})"
     )
@@ -48,14 +53,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "native", "python"],
         help="native (C) or python leech (default auto: native when it loads)",
     )
-    parser.add_argument("target", nargs="?", metavar="script.py", help="the program to run")
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="the program's arguments")
 
 
 def run(args: argparse.Namespace) -> int:
     import lpm
 
-    if args.module is None and args.target is None:
+    program: list[str] = args.program
+    module = target = None
+    if program[:1] == ["-m"]:
+        if len(program) < 2:
+            raise CommandError("-m needs a module name", exit_code=2)
+        module, rest = program[1], program[2:]
+    elif program:
+        target, rest = program[0], program[1:]
+    else:
         raise CommandError("name a script to run, or -m MODULE", exit_code=2)
     settings = {
         "sample_rate": args.sample_rate,
@@ -65,12 +76,13 @@ def run(args: argparse.Namespace) -> int:
         "directory": args.directory,
         "implementation": args.implementation,
     }
-    if args.module is not None:
-        argv = [args.module] + ([args.target] if args.target is not None else []) + args.args
+    if module is not None:
+        argv = [module, *rest]
     else:
-        if not os.path.exists(args.target):
-            raise CommandError(f"cannot run {args.target}: no such file", exit_code=2)
-        argv = [args.target] + args.args
+        assert target is not None
+        if not os.path.exists(target):
+            raise CommandError(f"cannot run {target}: no such file", exit_code=2)
+        argv = [target, *rest]
     leech = lpm.start(**settings)
     import logging
 
@@ -78,11 +90,12 @@ def run(args: argparse.Namespace) -> int:
     sys.argv = argv
     code = 0
     try:
-        if args.module is not None:
-            runpy.run_module(args.module, run_name="__main__", alter_sys=True)
+        if module is not None:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
         else:
-            sys.path.insert(0, os.path.dirname(os.path.abspath(args.target)))
-            runpy.run_path(args.target, run_name="__main__")
+            assert target is not None
+            sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
+            runpy.run_path(target, run_name="__main__")
     except SystemExit as exit:
         code = _exit_code(exit.code)
     except KeyboardInterrupt:
@@ -102,3 +115,25 @@ def _exit_code(code: object) -> int:
         return code
     print(code, file=sys.stderr)
     return 1
+
+
+#: run's own options that take a value, so split_program can step over it.
+_VALUED = ("--sample-rate", "--heap-interval", "--flush-interval", "--budget", "--dir", "--implementation")
+
+
+def split_program(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``run``'s arguments into its own options and the program's argv.
+
+    The program starts at the first word that is not one of run's options (the
+    script), at ``-m`` (the module), or after ``--``; from there on every word is
+    the program's, even ones that look like lpm's options.
+    """
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            return argv[:i], argv[i + 1 :]
+        if word == "-m" or not word.startswith("-"):
+            return argv[:i], argv[i:]
+        i += 2 if word in _VALUED else 1
+    return argv, []

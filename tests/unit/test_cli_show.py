@@ -81,15 +81,48 @@ def test_output_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
     assert b"Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["show", "--help"], ["demo", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["show", "--help"], ["demo", "--help"], ["run", "--help"]])
 def test_help(argv: list[str]) -> None:
     done = lpm(*argv)
     assert done.returncode == 0
     assert b"usage: lpm" in done.stdout
 
 
-def test_demo_runs() -> None:
-    done = lpm("demo")
-    assert done.returncode == 0
+def test_demo_watches_a_sample_program_live() -> None:
+    done = lpm("demo", "--seconds", "1")
+    assert done.returncode == 0, done.stderr
     out = done.stdout.decode()
-    assert "creating thread 1" in out and "PySample" in out
+    assert 'has label "worker-0"' in out and "marker: batch 1" in out
+    assert "its stream is complete" in out
+    assert "PySample" in out and "UNACCOUNTED" not in out
+
+
+def test_run_splits_its_options_from_the_programs() -> None:
+    from lpm.cli.run import split_program
+
+    assert split_program(["--sample-rate", "5", "app.py", "--sample-rate", "9"]) == (
+        ["--sample-rate", "5"],
+        ["app.py", "--sample-rate", "9"],
+    )
+    assert split_program(["-m", "http.server", "-h"]) == ([], ["-m", "http.server", "-h"])
+    assert split_program(["--dir=/x", "--", "-weird.py"]) == (["--dir=/x"], ["-weird.py"])
+    assert split_program(["--help"]) == (["--help"], [])
+
+
+def test_run_passes_the_exit_status_and_argv_through(tmp_path: Path) -> None:
+    script = tmp_path / "prog.py"
+    script.write_text("import sys\nprint(sys.argv[1:])\nsys.exit(5)\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "lpm", "run", "--sample-rate", "0", str(script), "--budget", "x"],
+        capture_output=True,
+        timeout=60,
+        env={**__import__("os").environ, "LPM_DIR": str(tmp_path / "lpm")},
+    )
+    assert done.returncode == 5, done.stderr
+    assert done.stdout == b"['--budget', 'x']\n"
+
+
+def test_run_without_a_program_says_what_to_do() -> None:
+    done = lpm("run")
+    assert done.returncode == 2
+    assert b"name a script to run, or -m MODULE" in done.stderr
