@@ -28,8 +28,7 @@ privileges; its rate is bounded by the GIL switch interval.
 
 from __future__ import annotations
 
-import errno
-import os
+import logging
 import sys
 import threading
 import time
@@ -43,6 +42,8 @@ from .sink import Sink
 MAX_DEPTH = 512
 #: Most code objects in one generation's table before a new generation starts.
 MAX_CODES = 50_000
+
+log = logging.getLogger("lpm.leech")
 
 COMMANDS = ("pause", "resume", "resend", "rate HZ", "heap-interval SECONDS")
 
@@ -116,7 +117,9 @@ class Monitor:
 
     def _read_control(self) -> None:
         for line in self.sink.take_commands():
-            self.command(line)
+            result = self.command(line)
+            if result != "ok":
+                log.warning("control FIFO: %s", result)
 
     def command(self, line: str) -> str:
         """Carry out one control command; returns "ok" or an error text."""
@@ -133,13 +136,13 @@ class Monitor:
                 if not 0 <= rate <= 10_000:
                     return f"error: rate {arg} is outside 0..10000"
                 self.rate = rate
-                self.sink.emit_event(ev.PySetting, "sample_rate", repr(rate))
+                self.sink.emit_event(ev.PySetting, "lpm.sample_rate", repr(rate))
             elif word == "heap-interval":
                 interval = float(arg)
                 if interval < 0:
                     return f"error: heap interval {arg} is negative"
                 self.heap_interval = interval
-                self.sink.emit_event(ev.PySetting, "heap_interval", repr(interval))
+                self.sink.emit_event(ev.PySetting, "lpm.heap_interval", repr(interval))
             else:
                 return f"error: unknown command {word!r}; commands are: {', '.join(COMMANDS)}"
         except ValueError:
