@@ -35,6 +35,15 @@ class ThreadAccount:
     produced: int | None = None  # latest sequence point
     finished: bool = False
 
+    def skip_to(self, seq: int) -> None:
+        """The next event (or reported loss) carries ``seq``: a jump past what
+        was expected is a gap; the first one seen starts the count."""
+        if self.next_seq is None:
+            self.first_seq = seq
+        elif seq > self.next_seq:
+            self.gaps += seq - self.next_seq
+        self.next_seq = seq
+
     @property
     def balanced(self) -> bool:
         """``received + lost`` equals what the thread produced since this reader joined."""
@@ -83,12 +92,7 @@ class Accounting:
             return
         if kind is PyBlockInfo:
             assert isinstance(ev, PyBlockInfo)
-            acct = self.thread(ev.thread)
-            if acct.next_seq is None:
-                acct.first_seq = ev.first_seq
-            elif ev.first_seq > acct.next_seq:
-                acct.gaps += ev.first_seq - acct.next_seq
-            acct.next_seq = ev.first_seq
+            self.thread(ev.thread).skip_to(ev.first_seq)
             self._block_thread = ev.thread
             return
         if kind is PySeqPoint:
@@ -104,10 +108,7 @@ class Accounting:
             # Takes no sequence number; says whose events were lost.
             assert isinstance(ev, PyDataLoss)
             acct = self.thread(ev.thread)
-            if acct.next_seq is None:
-                acct.first_seq = ev.first_seq
-            elif ev.first_seq > acct.next_seq:
-                acct.gaps += ev.first_seq - acct.next_seq
+            acct.skip_to(ev.first_seq)
             acct.lost += ev.count
             acct.next_seq = ev.first_seq + ev.count
             return
