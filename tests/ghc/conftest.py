@@ -1,26 +1,19 @@
 """Session fixtures: the compiled GHC programs and the eventlogs they write.
 
 Without ``ghc`` on PATH every test here is skipped, unless LPM_REQUIRE_PEERS=1
-(set by CI), which turns the skip into a failure.
+(set by CI), which turns the skip into a failure.  ``ghc``, ``binaries`` and
+``checker`` are in tests/conftest.py: the leech tests use the checker too.
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Dict
 
 import pytest
 
 from . import peers
-
-
-@pytest.fixture(scope="session")
-def ghc() -> str:
-    path = shutil.which("ghc")
-    if path is None:
-        peers.missing_peer("ghc is not on PATH")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -30,24 +23,6 @@ def ghc_events_command() -> str:
     if path is None:
         peers.missing_peer("the ghc-events command is not on PATH")
     return path
-
-
-@pytest.fixture(scope="session")
-def binaries(ghc: str, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
-    return peers.build_programs(ghc, tmp_path_factory.mktemp("ghc-build"), peers.cache_dir())
-
-
-@pytest.fixture(scope="session")
-def checker(binaries: Dict[str, Path]) -> Callable[[Path], peers.Counts]:
-    """Runs the ghc-events checker on a file (once per file per session)."""
-    seen: Dict[Path, peers.Counts] = {}
-
-    def check(path: Path) -> peers.Counts:
-        if path not in seen:
-            seen[path] = peers.run_checker(binaries[peers.CHECKER], path)
-        return seen[path]
-
-    return check
 
 
 @pytest.fixture(scope="session")
