@@ -4,6 +4,7 @@
 
     LpmError
     ├── FormatError      bytes that are not a valid eventlog (also a ValueError)
+    ├── ProtocolError    a peer broke the client/server protocol
     ├── LeechError       the native leech reported a failure
     └── CommandError     a command-line failure with its exit status
 """
@@ -21,6 +22,20 @@ class FormatError(LpmError, ValueError):
     Attributes:
         offset: the byte offset in the stream where the problem was found.
         reason: what was wrong, without the offset.
+    """
+
+    def __init__(self, offset: int, reason: str) -> None:
+        super().__init__(f"at byte {offset}: {reason}")
+        self.offset = offset
+        self.reason = reason
+
+
+class ProtocolError(LpmError):
+    """A peer sent something the protocol does not allow.
+
+    Attributes:
+        offset: the byte offset in that peer's stream.
+        reason: what was wrong.
     """
 
     def __init__(self, offset: int, reason: str) -> None:

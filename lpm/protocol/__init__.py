@@ -1,0 +1,1 @@
+"""The wire protocol between the server and its clients, without any I/O."""
