@@ -16,7 +16,31 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import counter, marker, message, span  # noqa: E402 - the version comes first: submodules import it
-from .leech import start, stop  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402 - the version comes first: submodules import it
+
+from .api import counter, marker, message, span  # noqa: E402
+
+if TYPE_CHECKING:
+    from .leech import Leech
+
+
+def start(**settings: Any) -> Leech:
+    """Start the leech in this process; see :func:`lpm.leech.start`.
+
+    The leech (and the event registry it needs) is imported here, not by
+    ``import lpm``: a program that only calls the no-op markers pays nothing.
+    """
+    from .leech import start as start_leech
+
+    return start_leech(**settings)
+
+
+def stop() -> None:
+    """Stop the leech, writing its last events; see :func:`lpm.leech.stop`."""
+    import sys
+
+    leech = sys.modules.get("lpm.leech")
+    if leech is not None:
+        leech.stop()
 
 __all__ = ["__version__", "counter", "marker", "message", "span", "start", "stop"]

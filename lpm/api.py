@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 from types import TracebackType
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from .leech.sink import Sink
+if TYPE_CHECKING:
+    from .leech.sink import Sink
 
 _sink: Sink | None = None
 

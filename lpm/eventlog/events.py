@@ -24,7 +24,6 @@ buffer).  For lpm's streams a block holds one Python thread's buffer and
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar, Dict, Tuple, Type, TypeVar
 
@@ -415,7 +414,8 @@ class BlocksSize(Event):
 
 def _haskell_list(items: Tuple[str, ...]) -> str:
     """A list of strings as ghc-events prints one: ["a","b"] (non-ASCII kept)."""
-    return json.dumps(list(items), ensure_ascii=False, separators=(",", ":"))
+    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
+    return "[" + ",".join(quoted) + "]"
 
 
 # -- capabilities and capability sets --------------------------------------

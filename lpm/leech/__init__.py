@@ -77,7 +77,9 @@ def make_sink(
             sink: Sink = native.NativeSink(config, header, data_path, control_path, on_connect)
             IMPLEMENTATION = "native"
             return sink
-        except (ImportError, LeechError, OSError) as err:
+        except Exception as err:  # noqa: BLE001 - any failure of the native library: fall back
+            # A stale or foreign build can fail in ways beyond ImportError
+            # (a missing symbol is an AttributeError); "auto" must still run.
             if config.implementation == "native":
                 raise LeechError(f"the native leech is not available: {err}") from None
             log.info("native leech unavailable, using the Python one: %s", err)

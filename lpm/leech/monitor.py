@@ -32,8 +32,9 @@ import logging
 import sys
 import threading
 import time
-import tracemalloc
 from types import CodeType, FrameType
+
+import _tracemalloc  # the builtin half of tracemalloc: no import cost
 from ..eventlog import events as ev
 from . import procinfo
 from .sink import Sink
@@ -219,8 +220,8 @@ class Monitor:
     def _heap(self) -> None:
         sink = self.sink
         current = peak = 0
-        if tracemalloc.is_tracing():
-            current, peak = tracemalloc.get_traced_memory()
+        if _tracemalloc.is_tracing():
+            current, peak = _tracemalloc.get_traced_memory()
         sink.emit_event(ev.PyHeap, procinfo.rss_bytes(), sys.getallocatedblocks(), current, peak)
         natives = {t.ident: t.native_id or 0 for t in threading.enumerate() if t.ident is not None}
         for ident, (number, _name) in list(self._known.items()):

@@ -12,9 +12,7 @@ collides with a stale file.
 from __future__ import annotations
 
 import os
-import secrets
 import stat
-import tempfile
 from dataclasses import dataclass
 
 from ..errors import LeechError
@@ -31,7 +29,9 @@ def lpm_dir() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime):
         return os.path.join(runtime, "lpm")
-    return os.path.join(tempfile.gettempdir(), f"lpm-{os.getuid()}")
+    # Not tempfile.gettempdir(): importing tempfile costs every profiled
+    # program thousands of objects its collections would scan forever.
+    return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"lpm-{os.getuid()}")
 
 
 def private_dir(path: str) -> str:
@@ -75,7 +75,7 @@ class FifoPair:
 def make_fifos(directory: str | None = None) -> FifoPair:
     """Create this process's data and control FIFOs, 0600, in a private directory."""
     directory = private_dir(directory or lpm_dir())
-    base = os.path.join(directory, f"lpm-{os.getpid()}-{secrets.token_hex(6)}")
+    base = os.path.join(directory, f"lpm-{os.getpid()}-{os.urandom(6).hex()}")
     pair = FifoPair(base + DATA_SUFFIX, base + CONTROL_SUFFIX)
     old = os.umask(0o077)
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import os
-import platform
 import sys
 import time
 from typing import Any
@@ -27,9 +26,15 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _TICK_NS = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
 
 
+# From sys rather than the platform module, which would import subprocess and
+# more into every profiled program.
+_IMPLEMENTATION = {"cpython": "CPython", "pypy": "PyPy"}.get(sys.implementation.name, sys.implementation.name)
+_VERSION = ".".join(str(n) for n in sys.version_info[:3])
+
+
 def rts_identifier(implementation: str) -> str:
     """Like GHC's "GHC-9.0.2 rts_thr_l": interpreter, version, and lpm's part."""
-    return f"{platform.python_implementation()}-{platform.python_version()} lpm-{__version__} {implementation}"
+    return f"{_IMPLEMENTATION}-{_VERSION} lpm-{__version__} {implementation}"
 
 
 def settings(sink: Sink, rate: float, heap_interval: float) -> list[tuple[str, str]]:
@@ -37,9 +42,8 @@ def settings(sink: Sink, rate: float, heap_interval: float) -> list[tuple[str, s
     flags = sys.flags
     pairs = [
         ("python.version", sys.version.replace("\n", " ")),
-        ("python.implementation", platform.python_implementation()),
-        ("python.build", " ".join(platform.python_build())),
-        ("python.compiler", platform.python_compiler()),
+        ("python.implementation", _IMPLEMENTATION),
+        ("python.cache_tag", str(sys.implementation.cache_tag)),
         ("python.executable", sys.executable),
         ("sys.flags", " ".join(f"{name}={getattr(flags, name)}" for name in dir(flags) if not name.startswith("_") and not callable(getattr(flags, name)))),
         ("gc.thresholds", ",".join(str(t) for t in gc.get_threshold())),
