@@ -43,6 +43,9 @@ from .sink import Sink
 MAX_DEPTH = 512
 #: Most code objects in one generation's table before a new generation starts.
 MAX_CODES = 50_000
+#: Seconds between scans for renamed and ended threads (new ones are also
+#: found by the sampler as it meets them).
+THREAD_SCAN = 0.1
 
 log = logging.getLogger("lpm.leech")
 
@@ -94,7 +97,7 @@ class Monitor:
         self.own_thread(threading.get_ident())
         sink = self.sink
         sink.thread_number(threading.get_ident(), threading.get_native_id(), threading.current_thread().name)
-        next_sample = next_heap = time.monotonic()
+        next_sample = next_heap = next_scan = time.monotonic()
         next_gen = next_sample + self.config.generation_interval
         self._new_generation()
         while not self._stopping.is_set():
@@ -104,7 +107,9 @@ class Monitor:
                 self._resend.clear()
                 next_gen = now + self.config.generation_interval
                 self._new_generation()
-            self._threads()
+            if now >= next_scan:
+                self._threads()
+                next_scan = now + THREAD_SCAN
             if self.rate > 0 and now >= next_sample and not sink.paused:
                 self._sample()
                 next_sample = max(next_sample + 1.0 / self.rate, now)
@@ -201,7 +206,11 @@ class Monitor:
                 continue
             known = self._known.get(ident)
             if known is None:
-                continue
+                thread = threading._active.get(ident)  # type: ignore[attr-defined]
+                if thread is None:
+                    continue  # not a threading.Thread yet (or a foreign one): the scan will see it
+                number = sink.thread_number(ident, thread.native_id or 0, thread.name)
+                known = self._known[ident] = (number, thread.name)
             stack: list[int] = []
             f: FrameType | None = frame
             while f is not None and len(stack) < MAX_DEPTH:
