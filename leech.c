@@ -1,22 +1,2097 @@
 /*
- * leech.c: the in-process half of lpm, loaded with ctypes from lpm/_native/.
+ * leech.c: the native leech, loaded with ctypes from lpm/_native/.
  *
- * This file is a plain C shared library, not a Python extension module: it
- * exports a small C ABI whose every symbol starts with lpm_, and ctypes does
- * all of the setup.  The event sources, buffers and writer thread arrive with
- * the leech issue; today it only reports its ABI version, so that the build
- * and the loader are exercised on every supported CPython.
+ * This is the C twin of lpm/leech/pure.py, which is the specification: read
+ * its "Theory of operation" first.  For the same calls under a fixed clock the
+ * two write the same bytes (tests/leech/test_native_parity.py).  This file is
+ * a plain shared library, not an extension module: ctypes does the setup,
+ * and the functions that must be cheap to call from Python (the event path)
+ * are handed to Python as builtin function objects.
  *
- * ABI
+ * Design
+ * ------
+ *
+ * A *context* (struct ctx) is one sink: its pool, queue, threads and writer.
+ * Nothing else is global except the registry of live contexts, a serial
+ * counter and a fork generation, which a fork handler resets.
+ *
+ * Who runs what.  Every function Python calls runs with the GIL held and
+ * never releases it between reading and updating a thread's state, so the
+ * event path, thread registration and thread exit are ordered by the GIL
+ * (the free-threaded build is out of scope).  Beside them runs the writer
+ * pthread, which never touches a Python object.  It shares with the event
+ * path only these lock-free structures:
+ *
+ *   pool       a bitmap of free buffers plus a count.  Taking a buffer first
+ *              reserves one by decrementing the count (fails at zero: the
+ *              event is dropped), then claims a set bit with CAS; returning
+ *              sets the bit before incrementing the count, so a reservation
+ *              always finds a bit.  Only the writer returns buffers.
+ *   queue      full buffers for the writer: a ring with a cell per buffer
+ *              (rounded up to a power of two) and a ticket counter.  A
+ *              producer takes a ticket with fetch_add and publishes the
+ *              buffer in the ticket's cell with a release CAS from 0; the
+ *              writer consumes cells in ticket order, stopping at one not
+ *              yet published.  A queued buffer is out of the pool, so at most
+ *              nbufs tickets are outstanding and a cell is empty again
+ *              before its next ticket comes round.
+ *   committed  per buffer, one 64-bit word: bytes used, where the last event
+ *              starts, and how many counted events the buffer holds, stored
+ *              with release after each event.  The writer's block gets its
+ *              end from the first, its end timestamp by reading the event
+ *              the second points at, and its next sequence number from the
+ *              third: a buffer's events have consecutive sequence numbers,
+ *              since a thread that drops an event has no buffer, and the
+ *              PyDataLoss record that may open a buffer takes none.
+ *   slot table a cell per slot: the index + 1 of the buffer the thread in
+ *              that slot is filling, for the writer's partial flushes.  A
+ *              stale read is harmless: a buffer goes back to the pool only
+ *              through the writer itself, and which of its bytes are already
+ *              in blocks is the writer's own record.
+ *
+ * What the writer needs of the threads themselves (numbers, names, final
+ * sequence numbers, for the blocks it makes outside the budget) it reads
+ * under the context's mutex, which the event path never takes.
+ *
+ * Threads.  A thread's first event registers it (the mutex, and one Python
+ * call for its name, as in PureSink).  A thread-local (serial, state,
+ * generation) triple makes later events cheap; a context's serial is never
+ * reused, so a pointer left over from a dead context, or from the parent
+ * after fork, is never followed.  Thread states are recycled within a
+ * context and freed only with it, so the generation (bumped when the thread
+ * ends) says whether a state still belongs to the same thread.  The end of a
+ * thread is noticed the way PureSink's threading.local notices it: a capsule
+ * in the thread's PyThreadState dict whose destructor runs when CPython
+ * clears that thread state, before Thread.join() returns.  (A pthread key
+ * destructor would run after join, and a thread started next would not get
+ * the slot the pure leech gives it.)
+ *
+ * Fork.  A child has only the forking thread, and its inherited contexts
+ * have no writer and maybe locked mutexes.  The child fork handler resets
+ * the registry lock, bumps the fork generation (a context from an older one
+ * is inherited: every entry point ignores it, and freeing it frees memory
+ * only), closes its FIFO descriptors, and clears the thread-local triple.
+ *
+ * ABI (load with ctypes.PyDLL: every function expects the GIL held)
+ * ---
+ *
  *   int lpm_abi_version(void)
- *       The version of this C ABI.  lpm/_native/__init__.py refuses a library
- *       whose version differs from the one it was written against.
+ *       LPM_ABI_VERSION; lpm/_native/__init__.py refuses any other.
+ *   const char *lpm_event_table(void)
+ *       "id size ClassName\n" for every event type this file writes; size is
+ *       the header's declared size (65535: variable).
+ *   PyObject *lpm_sink_new(const struct lpm_config *, bytes header,
+ *                          bytes data_path, bytes-or-None control_path)
+ *       A new context object (opaque), or NULL with an exception set.
+ *   PyObject *lpm_sink_functions(ctx)
+ *       {name: builtin} for emit, message, marker, counter, span_begin,
+ *       span_end and gc_callback, with PureSink's signatures.
+ *   int lpm_sink_start(ctx), int lpm_sink_stop(ctx)
+ *       Start the writer; write what is left and the end marker and join it
+ *       (stop releases the GIL while it waits).  0, or -1 with an exception.
+ *   int64_t lpm_thread_number(ctx, unsigned long ident, unsigned long native_id, str name)
+ *   int lpm_thread_renamed(ctx, unsigned long ident, str name)
+ *   int lpm_thread_gone(ctx, unsigned long ident)
+ *   PyObject *lpm_take_new(ctx), lpm_sequence_points(ctx), lpm_stats(ctx)
+ *       As PureSink's methods of the same names.
+ *   PyObject *lpm_take_commands(ctx)
+ *       The control lines the writer read (list of bytes, stripped).
+ *   int lpm_set_paused(ctx, int), int lpm_paused(ctx)
+ *   uint64_t lpm_now(ctx), lpm_start_ns(ctx)
+ *   uint64_t lpm_reader_events(ctx)
+ *       How many times a reader arrived (connects and attaches): the writer
+ *       cannot call on_connect, so the Python side calls it when this grows.
+ *   uint64_t lpm_backlog(ctx)
+ *       What the writer has yet to put in the stream: queued buffers, new
+ *       threads to announce, ended threads to close.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
 #define LPM_EXPORT __attribute__((visibility("default")))
 
-#define LPM_ABI_VERSION 1
+#define LPM_ABI_VERSION 2
+
+#ifndef F_SETPIPE_SZ
+#define F_SETPIPE_SZ 1031
+#endif
+
+#if PY_VERSION_HEX < 0x030A0000
+static inline PyObject *Py_NewRef(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+#endif
+
+/* -- event types ---------------------------------------------------------- */
+
+/* Every event type this file writes: symbol, id, declared size, class name in
+ * lpm/eventlog/events.py.  tests/leech/test_event_table.py checks the table
+ * against the Python registry. */
+#define LPM_EVENTS(X)                                    \
+    X(EV_CREATE_THREAD, 0, 4, CreateThread)              \
+    X(EV_STOP_THREAD, 2, 10, StopThread)                 \
+    X(EV_START_GC, 9, 0, StartGC)                        \
+    X(EV_END_GC, 10, 0, EndGC)                           \
+    X(EV_BLOCK, 18, 14, EventBlock)                      \
+    X(EV_USER_MESSAGE, 19, 65535, UserMessage)           \
+    X(EV_THREAD_LABEL, 44, 65535, ThreadLabel)           \
+    X(EV_USER_MARKER, 58, 65535, UserMarker)             \
+    X(EV_THREAD_INFO, 0x1000, 12, PyThreadInfo)          \
+    X(EV_GC_COLLECTION, 0x1002, 18, PyGcCollection)      \
+    X(EV_SPAN_BEGIN, 0x1006, 65535, PySpanBegin)         \
+    X(EV_SPAN_END, 0x1007, 8, PySpanEnd)                 \
+    X(EV_COUNTER, 0x1008, 65535, PyCounter)              \
+    X(EV_DATA_LOSS, 0x1009, 28, PyDataLoss)              \
+    X(EV_SEQ_POINT, 0x100A, 12, PySeqPoint)              \
+    X(EV_BLOCK_INFO, 0x100D, 12, PyBlockInfo)
+
+#define AS_ID(sym, id, size, name) sym = id,
+#define AS_SIZE(sym, id, size, name) sym##_SIZE = size,
+#define AS_ROW(sym, id, size, name) #id " " #size " " #name "\n"
+enum { LPM_EVENTS(AS_ID) };
+enum { LPM_EVENTS(AS_SIZE) };
+static const char EVENT_TABLE[] = LPM_EVENTS(AS_ROW);
+
+enum {
+    HEAD = 10, /* id u16, ts u64 */
+    MARKER_EVENT = HEAD + EV_BLOCK_SIZE,
+    LOSS_EVENT = HEAD + EV_DATA_LOSS_SIZE,
+    BLOCK_OVERHEAD = MARKER_EVENT + HEAD + EV_BLOCK_INFO_SIZE,
+    GLOBAL_CAP = 0xFFFF,
+    THREAD_FINISHED = 5,
+    MAX_PAYLOAD = 0xFFFF,
+    MAX_SLOTS = 0xFFFF, /* a block's cap is a u16, and 0xffff is GLOBAL_CAP */
+    MAX_COMMANDS = 64,  /* PureSink._commands' maxlen */
+    CONTROL_KEEP = 256, /* the most of an unfinished control line kept */
+    CONTROL_READ = 4096,
+};
+
+/* -- configuration (mirrored by lpm._native.Config) ------------------------ */
+
+struct lpm_config {
+    uint64_t buffers;
+    uint64_t buffer_size;
+    uint64_t fixed_clock;
+    int32_t has_fixed_clock;
+    uint32_t max_text;
+    double flush_interval;
+    double idle_tick;
+    double backoff_first;
+    double backoff_factor;
+    double backoff_last;
+    double stop_timeout;
+};
+
+/* -- state ---------------------------------------------------------------- */
+
+/* committed: bits 0-20 bytes used, 21-41 start of the last event, 42-63
+ * counted events; a buffer is at most 1 MiB, so each fits. */
+#define COMMIT_BITS 21
+#define COMMIT_MASK ((UINT64_C(1) << COMMIT_BITS) - 1)
+#define MAX_BUFFER_SIZE (UINT64_C(1) << 20)
+
+struct buf {
+    _Atomic uint64_t committed;
+    uint64_t first_seq;               /* PyBlockInfo of its first block */
+    uint64_t base_seq;                /* sequence number of its first counted event */
+    uint32_t slot, number;            /* owner; fixed while out of the pool */
+    uint32_t flushed, flushed_events; /* the writer's: what is already in blocks */
+};
+
+struct thread {
+    uint64_t gen; /* bumped when the thread ends */
+    uint64_t seq;
+    int32_t buf; /* index of the buffer being filled, or -1 */
+    uint32_t used, events;
+    uint32_t number, slot;
+    uint64_t lost, lost_bytes, lost_first;
+    unsigned long ident, native_id;
+    uint8_t *label; /* clip_text(name) */
+    uint32_t label_len;
+    uint8_t live, in_by_ident;
+    uint8_t unannounced, unclosed; /* the writer's blocks still to come */
+    struct thread *next_free;
+};
+
+#define CHUNK 64
+struct chunk {
+    struct chunk *next;
+    struct thread t[CHUNK];
+};
+
+struct fresh {
+    uint32_t number;
+    unsigned long ident, native_id;
+    PyObject *name;
+};
+
+/* One thread's entry in a closing block. */
+struct closing {
+    uint32_t number;
+    uint64_t lost, lost_first, lost_bytes, seq;
+};
+
+struct bytes {
+    uint8_t *data;
+    size_t len, off, cap;
+};
+
+enum { IDLE, RUNNING, STOPPING, STOPPED };
+
+struct ctx {
+    uint64_t serial;
+    unsigned forkgen;
+    struct lpm_config cfg;
+    uint32_t size, nbufs;
+    uint64_t t0;
+    uint8_t *mem;
+    struct buf *bufs;
+    uint8_t *header;
+    size_t header_len;
+    char *path, *control_path;
+    PyObject *watch_key; /* this context's key in thread state dicts */
+
+    _Atomic uint64_t *free_bits;
+    size_t free_words;
+    _Atomic uint32_t free_count;
+
+    _Atomic uint32_t *ring;
+    uint64_t ring_mask;
+    _Atomic uint64_t q_tail, q_head; /* q_head: written by the writer only */
+
+    _Atomic uint32_t *slot_buf;
+    _Atomic uint32_t slot_top;
+
+    _Atomic int paused;
+    _Atomic uint64_t dropped;
+
+    /* Threads: under `lock` (and the GIL, except for the writer). */
+    pthread_mutex_t lock;
+    uint32_t next_number;
+    uint64_t *slot_used;
+    struct thread **live; /* by number */
+    size_t nlive, cap_live;
+    struct thread **announce, **retiring;
+    size_t nannounce, cap_announce, nretiring, cap_retiring;
+    struct chunk *chunks;
+    size_t chunk_used;
+    struct thread *free_states;
+    struct fresh *fresh;
+    size_t nfresh, cap_fresh;
+    struct closing *final; /* stop()'s snapshot of the live threads */
+    size_t nfinal;
+
+    /* Writer. */
+    int state; /* IDLE .. STOPPED, changed with the GIL held */
+    pthread_t writer;
+    pthread_mutex_t wlock; /* the wait, and the commands */
+    pthread_cond_t wcond;
+    _Atomic int stopping, abort;
+    _Atomic int fd, cfd;
+    struct bytes pend;
+    uint8_t *cbuf; /* CONTROL_KEEP + CONTROL_READ */
+    size_t clen;
+    struct bytes commands[MAX_COMMANDS];
+    size_t cmd_first, ncmd;
+    _Atomic uint64_t bytes_written, connections, reader_events;
+
+    struct ctx *next; /* registry */
+};
+
+struct ctxobj {
+    PyObject_HEAD
+    struct ctx *c;
+};
+
+static _Thread_local struct {
+    uint64_t serial;
+    struct thread *st;
+    uint64_t gen;
+} tls;
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ctx *g_contexts;
+static uint64_t g_serial;
+static _Atomic unsigned g_forkgen;
+static int g_ready;
+static PyTypeObject *g_ctx_type;
+static PyObject *g_empty, *g_key_generation, *g_key_collected, *g_key_uncollectable;
+
+static inline int inherited(const struct ctx *c)
+{
+    return c->forkgen != atomic_load_explicit(&g_forkgen, memory_order_relaxed);
+}
+
+/* -- small helpers -------------------------------------------------------- */
+
+static inline uint8_t *put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+    return p + 2;
+}
+
+static inline uint8_t *put32(uint8_t *p, uint32_t v)
+{
+    p = put16(p, (uint16_t)(v >> 16));
+    return put16(p, (uint16_t)v);
+}
+
+static inline uint8_t *put64(uint8_t *p, uint64_t v)
+{
+    p = put32(p, (uint32_t)(v >> 32));
+    return put32(p, (uint32_t)v);
+}
+
+static inline uint8_t *put_head(uint8_t *p, uint16_t id, uint64_t ts) { return put64(put16(p, id), ts); }
+
+static inline uint64_t get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static inline uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline double mono_s(void) { return (double)mono_ns() / 1e9; }
+
+static inline uint64_t now(const struct ctx *c)
+{
+    return c->cfg.has_fixed_clock ? c->cfg.fixed_clock : mono_ns() - c->t0;
+}
+
+static int grow(void **items, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap * 2 : 16;
+    while (n < need)
+        n *= 2;
+    void *p = realloc(*items, n * size);
+    if (p == NULL)
+        return -1;
+    *items = p;
+    *cap = n;
+    return 0;
+}
+
+static int reserve(struct bytes *b, size_t more) { return grow((void **)&b->data, &b->cap, b->len + more, 1); }
+
+/* Only after reserve(). */
+static uint8_t *claim(struct bytes *b, size_t n)
+{
+    uint8_t *p = b->data + b->len;
+    b->len += n;
+    return p;
+}
+
+/* -- pool and queue ------------------------------------------------------- */
+
+static int32_t pool_take(struct ctx *c)
+{
+    uint32_t n = atomic_load_explicit(&c->free_count, memory_order_relaxed);
+    do {
+        if (n == 0)
+            return -1;
+    } while (!atomic_compare_exchange_weak_explicit(&c->free_count, &n, n - 1, memory_order_acquire,
+                                                    memory_order_relaxed));
+    for (;;) {
+        for (size_t w = 0; w < c->free_words; w++) {
+            uint64_t bits = atomic_load_explicit(&c->free_bits[w], memory_order_relaxed);
+            while (bits) {
+                uint64_t bit = bits & (~bits + 1);
+                if (atomic_compare_exchange_weak_explicit(&c->free_bits[w], &bits, bits & ~bit,
+                                                          memory_order_acquire, memory_order_relaxed))
+                    return (int32_t)(w * 64 + (size_t)__builtin_ctzll(bit));
+            }
+        }
+    }
+}
+
+static void pool_put(struct ctx *c, uint32_t b)
+{
+    atomic_fetch_or_explicit(&c->free_bits[b / 64], UINT64_C(1) << (b % 64), memory_order_release);
+    atomic_fetch_add_explicit(&c->free_count, 1, memory_order_release);
+}
+
+static void queue_push(struct ctx *c, uint32_t b)
+{
+    uint64_t t = atomic_fetch_add_explicit(&c->q_tail, 1, memory_order_relaxed);
+    _Atomic uint32_t *cell = &c->ring[t & c->ring_mask];
+    uint32_t empty = 0;
+    while (!atomic_compare_exchange_weak_explicit(cell, &empty, b + 1, memory_order_release,
+                                                  memory_order_relaxed))
+        empty = 0;
+}
+
+static int32_t queue_peek(struct ctx *c)
+{
+    uint64_t h = atomic_load_explicit(&c->q_head, memory_order_relaxed);
+    return (int32_t)atomic_load_explicit(&c->ring[h & c->ring_mask], memory_order_acquire) - 1;
+}
+
+static void queue_pop(struct ctx *c)
+{
+    uint64_t h = atomic_load_explicit(&c->q_head, memory_order_relaxed);
+    atomic_store_explicit(&c->ring[h & c->ring_mask], 0, memory_order_release);
+    atomic_store_explicit(&c->q_head, h + 1, memory_order_relaxed);
+}
+
+/* -- text ----------------------------------------------------------------- */
+
+/* What a payload's tail encodes: raw bytes (kind 0), or the first `chars`
+ * code units of a str, which encode to `bytes` bytes of UTF-8. */
+struct text {
+    const void *data;
+    Py_ssize_t chars;
+    size_t bytes;
+    int kind;
+};
+
+/* clip_text() of pure.py without building the encoded string: UTF-8 with
+ * surrogateescape, cut to max_text bytes where its backward walk over
+ * continuation bytes would stop.  That walk also steps over escaped bytes in
+ * 0x80..0xbf (it only sees bytes), and so does this. */
+static int text_prepare(const struct ctx *c, PyObject *s, struct text *t)
+{
+    if (!PyUnicode_Check(s)) {
+        PyErr_Format(PyExc_TypeError, "expected str, got %.200s", Py_TYPE(s)->tp_name);
+        return -1;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(s) < 0)
+        return -1;
+#endif
+    size_t max = c->cfg.max_text;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    if (PyUnicode_IS_ASCII(s)) {
+        t->kind = 0;
+        t->data = PyUnicode_DATA(s);
+        t->bytes = (size_t)n < max ? (size_t)n : max;
+        return 0;
+    }
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    size_t pos = 0, cut = 0;
+    Py_ssize_t cut_chars = 0, i;
+    int over = 0;
+    for (i = 0; i < n; i++) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+        size_t len;
+        int looks_continuation = 0;
+        if (ch < 0x80)
+            len = 1;
+        else if (ch < 0x800)
+            len = 2;
+        else if (ch >= 0xD800 && ch <= 0xDFFF) {
+            if (ch < 0xDC80 || ch > 0xDCFF) /* surrogateescape's range */
+                goto unencodable;
+            len = 1;
+            looks_continuation = ch < 0xDCC0;
+        }
+        else
+            len = ch < 0x10000 ? 3 : 4;
+        if (over) {
+            if (kind == PyUnicode_1BYTE_KIND)
+                break; /* nothing left that could fail to encode */
+            continue;
+        }
+        if (pos <= max && !looks_continuation) {
+            cut = pos;
+            cut_chars = i;
+        }
+        pos += len;
+        over = pos > max;
+    }
+    t->kind = kind;
+    t->data = data;
+    if (over) {
+        t->bytes = cut;
+        t->chars = cut_chars;
+    }
+    else {
+        t->bytes = pos;
+        t->chars = n;
+    }
+    return 0;
+
+unencodable:
+    /* Let the codec raise the very error pure.py's encode() raises. */
+    {
+        PyObject *r = PyUnicode_AsEncodedString(s, "utf-8", "surrogateescape");
+        if (r != NULL) {
+            Py_DECREF(r);
+            PyErr_SetString(PyExc_UnicodeError, "text cannot be encoded");
+        }
+    }
+    return -1;
+}
+
+static uint8_t *text_put(uint8_t *p, const struct text *t)
+{
+    if (t->kind == 0) {
+        if (t->bytes)
+            memcpy(p, t->data, t->bytes);
+        return p + t->bytes;
+    }
+    for (Py_ssize_t i = 0; i < t->chars; i++) {
+        Py_UCS4 ch = PyUnicode_READ(t->kind, t->data, i);
+        if (ch < 0x80)
+            *p++ = (uint8_t)ch;
+        else if (ch < 0x800) {
+            *p++ = (uint8_t)(0xC0 | (ch >> 6));
+            *p++ = (uint8_t)(0x80 | (ch & 0x3F));
+        }
+        else if (ch >= 0xDC80 && ch <= 0xDCFF)
+            *p++ = (uint8_t)(ch - 0xDC00);
+        else if (ch < 0x10000) {
+            *p++ = (uint8_t)(0xE0 | (ch >> 12));
+            *p++ = (uint8_t)(0x80 | ((ch >> 6) & 0x3F));
+            *p++ = (uint8_t)(0x80 | (ch & 0x3F));
+        }
+        else {
+            *p++ = (uint8_t)(0xF0 | (ch >> 18));
+            *p++ = (uint8_t)(0x80 | ((ch >> 12) & 0x3F));
+            *p++ = (uint8_t)(0x80 | ((ch >> 6) & 0x3F));
+            *p++ = (uint8_t)(0x80 | (ch & 0x3F));
+        }
+    }
+    return p;
+}
+
+/* A thread name's label bytes, as clip_text() makes them, in memory of its
+ * own (NULL when empty).  A name that clip_text() cannot encode (a lone
+ * surrogate) would stop PureSink's writer; here its bad characters become
+ * '?' instead. */
+static int make_label(const struct ctx *c, PyObject *name, uint8_t **label, uint32_t *len)
+{
+    struct text t;
+    *label = NULL;
+    *len = 0;
+    if (text_prepare(c, name, &t) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            return -1;
+        PyErr_Clear();
+        PyObject *b = PyUnicode_AsEncodedString(name, "utf-8", "replace");
+        if (b == NULL)
+            return -1;
+        PyObject *s = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), "strict");
+        Py_DECREF(b);
+        if (s == NULL)
+            return -1;
+        int rc = make_label(c, s, label, len);
+        Py_DECREF(s);
+        return rc;
+    }
+    if (t.bytes == 0)
+        return 0;
+    *label = malloc(t.bytes);
+    if (*label == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    text_put(*label, &t);
+    *len = (uint32_t)t.bytes;
+    return 0;
+}
+
+/* -- the event path ------------------------------------------------------- */
+
+static int take_buffer(struct ctx *c, struct thread *st, uint64_t seq)
+{
+    int32_t b = pool_take(c);
+    if (b < 0)
+        return 0;
+    struct buf *m = &c->bufs[b];
+    /* A buffer opening with a PyDataLoss record starts at the first lost
+     * sequence number: the record accounts for the numbers up to `seq`. */
+    m->first_seq = st->lost ? st->lost_first : seq;
+    m->base_seq = seq;
+    m->slot = st->slot;
+    m->number = st->number;
+    atomic_store_explicit(&m->committed, 0, memory_order_relaxed);
+    st->buf = b;
+    st->used = st->events = 0;
+    atomic_store_explicit(&c->slot_buf[st->slot], (uint32_t)b + 1, memory_order_release);
+    return 1;
+}
+
+static void queue_current(struct ctx *c, struct thread *st)
+{
+    atomic_store_explicit(&c->slot_buf[st->slot], 0, memory_order_relaxed);
+    queue_push(c, (uint32_t)st->buf);
+    st->buf = -1;
+}
+
+/* PureSink._emit: one event of `head` (id, ts, length if variable, fixed
+ * fields) then `tail`, into the thread's buffer. */
+static void put_event(struct ctx *c, struct thread *st, uint64_t ts, const uint8_t *head, size_t hlen,
+                      const struct text *tail)
+{
+    if (atomic_load_explicit(&c->paused, memory_order_relaxed))
+        return;
+    uint64_t seq = st->seq++;
+    size_t len = hlen + (tail ? tail->bytes : 0);
+    size_t need = len + (st->lost ? LOSS_EVENT : 0);
+    if (st->buf < 0 || st->used + need > c->size) {
+        if (st->buf >= 0)
+            queue_current(c, st);
+        if (need > c->size || !take_buffer(c, st, seq)) {
+            if (!st->lost)
+                st->lost_first = seq;
+            st->lost++;
+            st->lost_bytes += len;
+            atomic_fetch_add_explicit(&c->dropped, 1, memory_order_relaxed);
+            return;
+        }
+    }
+    uint8_t *base = c->mem + (size_t)st->buf * c->size;
+    uint8_t *p = base + st->used;
+    if (st->lost) {
+        p = put_head(p, EV_DATA_LOSS, ts);
+        p = put32(p, st->number);
+        p = put64(p, st->lost_first);
+        p = put64(p, st->lost);
+        p = put64(p, st->lost_bytes);
+        st->lost = st->lost_bytes = 0;
+    }
+    uint64_t start = (uint64_t)(p - base);
+    memcpy(p, head, hlen);
+    p += hlen;
+    if (tail)
+        p = text_put(p, tail);
+    st->used = (uint32_t)(p - base);
+    st->events++;
+    atomic_store_explicit(&c->bufs[st->buf].committed,
+                          st->used | start << COMMIT_BITS | (uint64_t)st->events << (2 * COMMIT_BITS),
+                          memory_order_release);
+}
+
+/* -- threads (cold; under c->lock unless said otherwise) ------------------ */
+
+static struct thread *find_by_ident(struct ctx *c, unsigned long ident)
+{
+    for (size_t i = 0; i < c->nlive; i++)
+        if (c->live[i]->in_by_ident && c->live[i]->ident == ident)
+            return c->live[i];
+    return NULL;
+}
+
+/* A state is reused once its thread has ended and the writer has both
+ * announced it and closed it. */
+static void maybe_recycle(struct ctx *c, struct thread *st)
+{
+    if (st->live || st->unannounced || st->unclosed)
+        return;
+    free(st->label);
+    st->label = NULL;
+    st->label_len = 0;
+    st->next_free = c->free_states;
+    c->free_states = st;
+}
+
+/* PureSink._new_thread.  Takes over `label` (clip_text(name)) on success;
+ * an empty name gets the default.  NULL when out of memory or slots. */
+static struct thread *new_thread(struct ctx *c, unsigned long ident, unsigned long native_id, PyObject *name,
+                                 uint8_t *label, uint32_t label_len)
+{
+    if (grow((void **)&c->live, &c->cap_live, c->nlive + 1, sizeof *c->live) < 0 ||
+        grow((void **)&c->fresh, &c->cap_fresh, c->nfresh + 1, sizeof *c->fresh) < 0 ||
+        grow((void **)&c->announce, &c->cap_announce, c->nannounce + 1, sizeof *c->announce) < 0)
+        return NULL;
+    if (c->free_states == NULL && (c->chunks == NULL || c->chunk_used == CHUNK)) {
+        struct chunk *k = calloc(1, sizeof *k);
+        if (k == NULL)
+            return NULL;
+        k->next = c->chunks;
+        c->chunks = k;
+        c->chunk_used = 0;
+    }
+    uint32_t slot = 0;
+    while (slot < MAX_SLOTS && (c->slot_used[slot / 64] >> (slot % 64) & 1))
+        slot++;
+    if (slot == MAX_SLOTS)
+        return NULL;
+    uint32_t number = c->next_number;
+    PyObject *given = name;
+    if (PyUnicode_GET_LENGTH(name) == 0) {
+        char text[32];
+        int n = snprintf(text, sizeof text, "thread-%u", number);
+        /* Allocates, but runs no Python code and cannot start a collection. */
+        given = PyUnicode_FromStringAndSize(text, n);
+        label = malloc((size_t)n);
+        if (given == NULL || label == NULL) {
+            PyErr_Clear();
+            Py_XDECREF(given);
+            free(label);
+            return NULL;
+        }
+        memcpy(label, text, (size_t)n);
+        label_len = (uint32_t)n;
+    }
+    else
+        Py_INCREF(given);
+    struct thread *st = c->free_states;
+    if (st != NULL)
+        c->free_states = st->next_free;
+    else
+        st = &c->chunks->t[c->chunk_used++];
+    uint64_t gen = st->gen;
+    memset(st, 0, sizeof *st);
+    st->gen = gen;
+    st->buf = -1;
+    st->number = number;
+    c->next_number++;
+    st->slot = slot;
+    st->ident = ident;
+    st->native_id = native_id;
+    st->label = label;
+    st->label_len = label_len;
+    st->live = 1;
+    st->unannounced = 1;
+    c->slot_used[slot / 64] |= UINT64_C(1) << (slot % 64);
+    struct thread *old = find_by_ident(c, ident);
+    if (old != NULL)
+        old->in_by_ident = 0;
+    st->in_by_ident = 1;
+    c->live[c->nlive++] = st;
+    c->fresh[c->nfresh++] = (struct fresh){number, ident, native_id, given};
+    c->announce[c->nannounce++] = st;
+    if (slot + 1 > atomic_load_explicit(&c->slot_top, memory_order_relaxed))
+        atomic_store_explicit(&c->slot_top, slot + 1, memory_order_release);
+    return st;
+}
+
+/* PureSink.thread_exit. */
+static void thread_exit(struct ctx *c, struct thread *st)
+{
+    if (!st->live)
+        return;
+    st->live = 0;
+    st->gen++;
+    if (st->buf >= 0)
+        queue_current(c, st);
+    for (size_t i = 0; i < c->nlive; i++) {
+        if (c->live[i] == st) {
+            memmove(&c->live[i], &c->live[i + 1], (c->nlive - i - 1) * sizeof *c->live);
+            c->nlive--;
+            break;
+        }
+    }
+    st->in_by_ident = 0;
+    c->slot_used[st->slot / 64] &= ~(UINT64_C(1) << (st->slot % 64));
+    if (grow((void **)&c->retiring, &c->cap_retiring, c->nretiring + 1, sizeof *c->retiring) == 0) {
+        st->unclosed = 1;
+        c->retiring[c->nretiring++] = st;
+    }
+    else
+        maybe_recycle(c, st); /* out of memory: no closing block for it */
+}
+
+struct watch {
+    uint64_t serial;
+    struct thread *st;
+    uint64_t gen;
+};
+
+static const char WATCH_NAME[] = "lpm.leech.exit_watch";
+
+/* The capsule's destructor: the thread state holding it is being cleared.
+ * Runs with the GIL; takes the registry lock, then the context's. */
+static void watch_fired(PyObject *capsule)
+{
+    struct watch *w = PyCapsule_GetPointer(capsule, WATCH_NAME);
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&g_lock);
+    for (struct ctx *c = g_contexts; c != NULL; c = c->next) {
+        if (c->serial == w->serial) {
+            if (!inherited(c)) {
+                pthread_mutex_lock(&c->lock);
+                if (w->st->gen == w->gen)
+                    thread_exit(c, w->st);
+                pthread_mutex_unlock(&c->lock);
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_lock);
+    free(w);
+}
+
+/* PureSink's `_local.watch = _ExitWatch(self, st)`, keeping a watch that is
+ * already on this very state (a thread moving between two sinks).  No lock. */
+static int watch_thread(struct ctx *c, struct thread *st)
+{
+    PyObject *dict = PyThreadState_GetDict();
+    if (dict == NULL)
+        return 0;
+    PyObject *old = PyDict_GetItemWithError(dict, c->watch_key);
+    if (old != NULL && PyCapsule_IsValid(old, WATCH_NAME)) {
+        struct watch *ow = PyCapsule_GetPointer(old, WATCH_NAME);
+        if (ow->st == st && ow->gen == st->gen)
+            return 0;
+    }
+    else if (old == NULL && PyErr_Occurred())
+        return -1;
+    struct watch *w = malloc(sizeof *w);
+    if (w == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *w = (struct watch){c->serial, st, st->gen};
+    PyObject *capsule = PyCapsule_New(w, WATCH_NAME, NULL);
+    if (capsule == NULL) {
+        free(w);
+        return -1;
+    }
+    /* The destructor is set only once the capsule is in place, so a failed
+     * insert cannot end the thread it was meant to watch. */
+    if (PyDict_SetItem(dict, c->watch_key, capsule) < 0) {
+        Py_DECREF(capsule);
+        free(w);
+        return -1;
+    }
+    PyCapsule_SetDestructor(capsule, watch_fired);
+    Py_DECREF(capsule);
+    return 0;
+}
+
+static PyObject *thread_name(void)
+{
+    PyObject *threading = PyImport_ImportModule("threading");
+    if (threading == NULL)
+        return NULL;
+    PyObject *thread = PyObject_CallMethod(threading, "current_thread", NULL);
+    Py_DECREF(threading);
+    if (thread == NULL)
+        return NULL;
+    PyObject *name = PyObject_GetAttrString(thread, "name");
+    Py_DECREF(thread);
+    if (name != NULL && !PyUnicode_Check(name)) {
+        Py_SETREF(name, PyObject_Str(name));
+    }
+    return name;
+}
+
+static void *no_slot(void)
+{
+    PyErr_SetString(PyExc_MemoryError, "lpm: no memory or no free slot for another thread");
+    return NULL;
+}
+
+/* PureSink._register.  No lock held.  NULL with an exception on failure,
+ * NULL without one for an inherited context (whose events go nowhere). */
+static struct thread *register_thread(struct ctx *c)
+{
+    if (inherited(c))
+        return NULL;
+    unsigned long ident = PyThread_get_thread_ident();
+    unsigned long native_id = PyThread_get_thread_native_id();
+    pthread_mutex_lock(&c->lock);
+    struct thread *st = find_by_ident(c, ident);
+    pthread_mutex_unlock(&c->lock);
+    if (st == NULL || st->native_id != native_id) {
+        /* Asked outside the lock: it runs Python code, which may emit (a GC
+         * callback) and so register this very thread first. */
+        PyObject *name = thread_name();
+        uint8_t *label;
+        uint32_t label_len;
+        if (name == NULL)
+            return NULL;
+        if (make_label(c, name, &label, &label_len) < 0) {
+            Py_DECREF(name);
+            return NULL;
+        }
+        pthread_mutex_lock(&c->lock);
+        st = find_by_ident(c, ident);
+        if (st == NULL || st->native_id != native_id) {
+            st = new_thread(c, ident, native_id, name, label, label_len);
+            if (st != NULL)
+                label = NULL;
+        }
+        pthread_mutex_unlock(&c->lock);
+        Py_DECREF(name);
+        free(label);
+        if (st == NULL)
+            return no_slot();
+    }
+    if (watch_thread(c, st) < 0)
+        return NULL;
+    tls.serial = c->serial;
+    tls.st = st;
+    tls.gen = st->gen;
+    return st;
+}
+
+static inline struct thread *current(struct ctx *c)
+{
+    if (tls.serial == c->serial && tls.st->gen == tls.gen)
+        return tls.st;
+    return register_thread(c);
+}
+
+/* -- the functions Python calls per event ----------------------------------- */
+
+#define CTX(self) (((struct ctxobj *)(self))->c)
+
+/* Positional-or-keyword arguments for METH_FASTCALL | METH_KEYWORDS. */
+static int parse_args(const char *fn, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int n,
+                      const char *const *names, PyObject **out)
+{
+    if (nargs > n) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %d positional arguments but %zd were given", fn, n, nargs);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        out[i] = i < nargs ? args[i] : NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        int j = 0;
+        while (j < n && PyUnicode_CompareWithASCIIString(key, names[j]) != 0)
+            j++;
+        if (j == n) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fn, key);
+            return -1;
+        }
+        if (out[j] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fn, names[j]);
+            return -1;
+        }
+        out[j] = args[nargs + k];
+    }
+    for (int i = 0; i < n; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fn, names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+#define ARGS(fn, n, ...)                                               \
+    static const char *const names_[] = {__VA_ARGS__};                 \
+    PyObject *arg[n];                                                  \
+    if (kwnames == NULL && nargs == (n))                               \
+        memcpy(arg, args, sizeof arg);                                 \
+    else if (parse_args(fn, args, nargs, kwnames, n, names_, arg) < 0) \
+    return NULL
+
+/* The thread's state, or the early return of an event function: NULL on an
+ * error, `quiet` for an inherited context. */
+#define CURRENT(st, c, quiet)                                \
+    struct thread *st = current(c);                          \
+    if (st == NULL)                                          \
+    return PyErr_Occurred() ? NULL : (quiet)
+
+/* message, marker: a variable event whose payload is the clipped text. */
+static PyObject *text_event(PyObject *self, PyObject *text, uint16_t id)
+{
+    struct ctx *c = CTX(self);
+    struct text t;
+    if (text_prepare(c, text, &t) < 0)
+        return NULL;
+    uint64_t ts = now(c);
+    CURRENT(st, c, Py_NewRef(Py_None));
+    uint8_t head[HEAD + 2];
+    put16(put_head(head, id, ts), (uint16_t)t.bytes);
+    put_event(c, st, ts, head, sizeof head, &t);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_message(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    ARGS("message", 1, "text");
+    return text_event(self, arg[0], EV_USER_MESSAGE);
+}
+
+static PyObject *py_marker(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    ARGS("marker", 1, "name");
+    return text_event(self, arg[0], EV_USER_MARKER);
+}
+
+static PyObject *py_counter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    ARGS("counter", 2, "name", "value");
+    struct ctx *c = CTX(self);
+    struct text t;
+    if (text_prepare(c, arg[0], &t) < 0)
+        return NULL;
+    double value = PyFloat_AsDouble(arg[1]);
+    if (value == -1.0 && PyErr_Occurred())
+        return NULL;
+    uint64_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    uint64_t ts = now(c);
+    CURRENT(st, c, Py_NewRef(Py_None));
+    uint8_t head[HEAD + 2 + 8];
+    put64(put16(put_head(head, EV_COUNTER, ts), (uint16_t)(8 + t.bytes)), bits);
+    put_event(c, st, ts, head, sizeof head, &t);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_span_begin(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    ARGS("span_begin", 1, "name");
+    struct ctx *c = CTX(self);
+    CURRENT(st, c, PyLong_FromLong(0));
+    uint64_t span = (uint64_t)st->number << 32 | (st->seq & 0xFFFFFFFFu);
+    struct text t;
+    if (text_prepare(c, arg[0], &t) < 0)
+        return NULL;
+    uint64_t ts = now(c);
+    uint8_t head[HEAD + 2 + 8];
+    put64(put16(put_head(head, EV_SPAN_BEGIN, ts), (uint16_t)(8 + t.bytes)), span);
+    put_event(c, st, ts, head, sizeof head, &t);
+    return PyLong_FromUnsignedLongLong(span);
+}
+
+static PyObject *py_span_end(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    ARGS("span_end", 1, "span");
+    struct ctx *c = CTX(self);
+    PyObject *n = PyNumber_Index(arg[0]);
+    if (n == NULL)
+        return NULL;
+    uint64_t span = PyLong_AsUnsignedLongLongMask(n); /* span & 0xFFFFFFFFFFFFFFFF */
+    Py_DECREF(n);
+    if (span == (uint64_t)-1 && PyErr_Occurred())
+        return NULL;
+    uint64_t ts = now(c);
+    CURRENT(st, c, Py_NewRef(Py_None));
+    uint8_t head[HEAD + EV_SPAN_END_SIZE];
+    put64(put_head(head, EV_SPAN_END, ts), span);
+    put_event(c, st, ts, head, sizeof head, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_emit(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    ARGS("emit", 3, "type_id", "payload", "variable");
+    struct ctx *c = CTX(self);
+    long type_id = PyLong_AsLong(arg[0]);
+    if (type_id == -1 && PyErr_Occurred())
+        return NULL;
+    if (type_id < 0 || type_id > 0xFFFF) {
+        PyErr_Format(PyExc_ValueError, "event type id %ld is not a u16", type_id);
+        return NULL;
+    }
+    int variable = PyObject_IsTrue(arg[2]);
+    if (variable < 0)
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg[1], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    if (variable && view.len > MAX_PAYLOAD) {
+        PyErr_Format(PyExc_ValueError, "a variable-size payload holds at most %d bytes, not %zd", MAX_PAYLOAD,
+                     view.len);
+        goto done;
+    }
+    uint64_t ts = now(c);
+    struct thread *st = current(c);
+    if (st == NULL) {
+        if (!PyErr_Occurred())
+            result = Py_NewRef(Py_None);
+        goto done;
+    }
+    uint8_t head[HEAD + 2];
+    uint8_t *p = put_head(head, (uint16_t)type_id, ts);
+    if (variable)
+        p = put16(p, (uint16_t)view.len);
+    struct text t = {view.buf, 0, (size_t)view.len, 0};
+    put_event(c, st, ts, head, (size_t)(p - head), &t);
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* info.get(key, 0) for the dict gc passes (or any mapping with .get). */
+static int info_get(PyObject *info, PyObject *key, uint64_t max, uint64_t *out)
+{
+    PyObject *v;
+    if (PyDict_CheckExact(info)) {
+        v = PyDict_GetItemWithError(info, key);
+        if (v == NULL) {
+            *out = 0;
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        Py_INCREF(v);
+    }
+    else {
+        v = PyObject_CallMethod(info, "get", "Oi", key, 0);
+        if (v == NULL)
+            return -1;
+    }
+    PyObject *n = PyNumber_Index(v);
+    Py_DECREF(v);
+    if (n == NULL)
+        return -1;
+    *out = PyLong_AsUnsignedLongLong(n);
+    Py_DECREF(n);
+    if (*out == (uint64_t)-1 && PyErr_Occurred())
+        return -1;
+    if (*out > max) {
+        PyErr_Format(PyExc_OverflowError, "gc info %R is out of range", key);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_gc_callback(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    ARGS("gc_callback", 2, "phase", "info");
+    struct ctx *c = CTX(self);
+    uint64_t ts = now(c);
+    int start = PyUnicode_Check(arg[0]) && PyUnicode_CompareWithASCIIString(arg[0], "start") == 0;
+    CURRENT(st, c, Py_NewRef(Py_None));
+    uint8_t head[HEAD + EV_GC_COLLECTION_SIZE];
+    put_head(head, start ? EV_START_GC : EV_END_GC, ts);
+    put_event(c, st, ts, head, HEAD, NULL);
+    if (start)
+        Py_RETURN_NONE;
+    uint64_t gen, collected, uncollectable;
+    if (info_get(arg[1], g_key_generation, 0xFFFF, &gen) < 0 ||
+        info_get(arg[1], g_key_collected, UINT64_MAX, &collected) < 0 ||
+        info_get(arg[1], g_key_uncollectable, UINT64_MAX, &uncollectable) < 0)
+        return NULL;
+    st = current(c); /* .get() of a mapping that is not a dict ran Python code */
+    if (st == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    put64(put64(put16(put_head(head, EV_GC_COLLECTION, ts), (uint16_t)gen), collected), uncollectable);
+    put_event(c, st, ts, head, sizeof head, NULL);
+    Py_RETURN_NONE;
+}
+
+#define FASTCALL(f) (PyCFunction)(void (*)(void))(f)
+static PyMethodDef SINK_FUNCTIONS[] = {
+    {"emit", FASTCALL(py_emit), METH_FASTCALL | METH_KEYWORDS,
+     "emit(type_id, payload, variable)\n--\n\nAny event, already encoded, into the calling thread's buffer."},
+    {"message", FASTCALL(py_message), METH_FASTCALL | METH_KEYWORDS, "message(text)\n--\n\nA user message."},
+    {"marker", FASTCALL(py_marker), METH_FASTCALL | METH_KEYWORDS, "marker(name)\n--\n\nA user marker."},
+    {"counter", FASTCALL(py_counter), METH_FASTCALL | METH_KEYWORDS,
+     "counter(name, value)\n--\n\nA counter's value."},
+    {"span_begin", FASTCALL(py_span_begin), METH_FASTCALL | METH_KEYWORDS,
+     "span_begin(name)\n--\n\nOpen a span; returns its id: the thread number in the high 32 bits."},
+    {"span_end", FASTCALL(py_span_end), METH_FASTCALL | METH_KEYWORDS, "span_end(span)\n--\n\nClose a span."},
+    {"gc_callback", FASTCALL(py_gc_callback), METH_FASTCALL | METH_KEYWORDS,
+     "gc_callback(phase, info)\n--\n\nA gc.callbacks entry: StartGC, then EndGC and PyGcCollection."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* -- the writer pthread ----------------------------------------------------- */
+
+/* PureSink._block; 0 when out of memory (the bytes wait for the next round). */
+static int block(struct ctx *c, uint32_t b)
+{
+    struct buf *m = &c->bufs[b];
+    uint64_t committed = atomic_load_explicit(&m->committed, memory_order_acquire);
+    uint32_t end = (uint32_t)(committed & COMMIT_MASK);
+    uint32_t last = (uint32_t)(committed >> COMMIT_BITS & COMMIT_MASK);
+    uint32_t events = (uint32_t)(committed >> 2 * COMMIT_BITS);
+    uint32_t start = m->flushed;
+    if (end <= start)
+        return 1;
+    if (reserve(&c->pend, BLOCK_OVERHEAD + end - start) < 0)
+        return 0;
+    const uint8_t *data = c->mem + (size_t)b * c->size;
+    uint64_t first_ts = get64(data + start + 2), last_ts = get64(data + last + 2);
+    uint8_t *p = claim(&c->pend, BLOCK_OVERHEAD + end - start);
+    p = put_head(p, EV_BLOCK, first_ts);
+    p = put16(put64(put32(p, BLOCK_OVERHEAD + end - start), last_ts), (uint16_t)m->slot);
+    p = put_head(p, EV_BLOCK_INFO, first_ts);
+    p = put64(put32(p, m->number), m->flushed_events ? m->base_seq + m->flushed_events : m->first_seq);
+    memcpy(p, data + start, end - start);
+    m->flushed = end;
+    m->flushed_events = events;
+    return 1;
+}
+
+static uint8_t *global_marker(uint8_t *p, uint64_t ts, size_t size)
+{
+    p = put_head(p, EV_BLOCK, ts);
+    return put16(put64(put32(p, (uint32_t)size), ts), GLOBAL_CAP);
+}
+
+/* PureSink._announce_block.  Under c->lock. */
+static void announce_block(struct ctx *c, struct thread **threads, size_t n)
+{
+    if (n == 0)
+        return;
+    uint64_t ts = now(c);
+    size_t size = MARKER_EVENT;
+    for (size_t i = 0; i < n; i++)
+        size += HEAD + EV_CREATE_THREAD_SIZE + HEAD + 2 + 4 + threads[i]->label_len + HEAD + EV_THREAD_INFO_SIZE;
+    if (reserve(&c->pend, size) < 0)
+        return;
+    uint8_t *p = global_marker(claim(&c->pend, size), ts, size);
+    for (size_t i = 0; i < n; i++) {
+        struct thread *st = threads[i];
+        p = put32(put_head(p, EV_CREATE_THREAD, ts), st->number);
+        p = put32(put16(put_head(p, EV_THREAD_LABEL, ts), (uint16_t)(4 + st->label_len)), st->number);
+        if (st->label_len)
+            memcpy(p, st->label, st->label_len);
+        p += st->label_len;
+        p = put64(put32(put_head(p, EV_THREAD_INFO, ts), st->number), st->native_id);
+    }
+}
+
+/* PureSink._closing_block, from entries taken with c->lock held. */
+static void closing_block(struct ctx *c, const struct closing *items, size_t n, int stop)
+{
+    if (n == 0)
+        return;
+    uint64_t ts = now(c);
+    size_t size = MARKER_EVENT;
+    for (size_t i = 0; i < n; i++)
+        size += (items[i].lost ? LOSS_EVENT : 0) + (stop ? HEAD + EV_STOP_THREAD_SIZE : 0) + HEAD + EV_SEQ_POINT_SIZE;
+    if (reserve(&c->pend, size) < 0)
+        return;
+    uint8_t *p = global_marker(claim(&c->pend, size), ts, size);
+    for (size_t i = 0; i < n; i++) {
+        const struct closing *e = &items[i];
+        if (e->lost)
+            p = put64(put64(put64(put32(put_head(p, EV_DATA_LOSS, ts), e->number), e->lost_first), e->lost),
+                      e->lost_bytes);
+        if (stop)
+            p = put32(put16(put32(put_head(p, EV_STOP_THREAD, ts), e->number), THREAD_FINISHED), 0);
+        p = put64(put32(put_head(p, EV_SEQ_POINT, ts), e->number), e->seq);
+    }
+}
+
+static struct closing closing_of(struct thread *st)
+{
+    struct closing e = {st->number, st->lost, st->lost_first, st->lost_bytes, st->seq};
+    st->lost = st->lost_bytes = 0;
+    return e;
+}
+
+static int by_number(const void *a, const void *b)
+{
+    uint32_t x = (*(struct thread *const *)a)->number, y = (*(struct thread *const *)b)->number;
+    return (x > y) - (x < y);
+}
+
+static int by_slot(const void *a, const void *b)
+{
+    uint32_t x = (*(struct thread *const *)a)->slot, y = (*(struct thread *const *)b)->slot;
+    return (x > y) - (x < y);
+}
+
+/* PureSink._status_block: every live thread and every ended one not yet
+ * closed, for a new reader. */
+static void status_block(struct ctx *c)
+{
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < c->nannounce; i++) {
+        c->announce[i]->unannounced = 0;
+        maybe_recycle(c, c->announce[i]);
+    }
+    c->nannounce = 0;
+    size_t n = c->nlive + c->nretiring;
+    struct thread **all = malloc((n + 1) * sizeof *all);
+    if (all != NULL) {
+        if (c->nlive)
+            memcpy(all, c->live, c->nlive * sizeof *all);
+        if (c->nretiring)
+            memcpy(all + c->nlive, c->retiring, c->nretiring * sizeof *all);
+        qsort(all, n, sizeof *all, by_number);
+        announce_block(c, all, n);
+        free(all);
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* PureSink._collect.  One round takes at most nbufs queued buffers, so
+ * producers that keep queueing cannot keep the writer from writing. */
+static void collect(struct ctx *c, int partial)
+{
+    pthread_mutex_lock(&c->lock);
+    announce_block(c, c->announce, c->nannounce);
+    for (size_t i = 0; i < c->nannounce; i++) {
+        c->announce[i]->unannounced = 0;
+        maybe_recycle(c, c->announce[i]);
+    }
+    c->nannounce = 0;
+    pthread_mutex_unlock(&c->lock);
+
+    for (uint32_t i = 0; i < c->nbufs; i++) {
+        int32_t b = queue_peek(c);
+        if (b < 0)
+            break;
+        if (!block(c, (uint32_t)b))
+            return;
+        queue_pop(c);
+        c->bufs[b].flushed = c->bufs[b].flushed_events = 0;
+        pool_put(c, (uint32_t)b);
+    }
+
+    pthread_mutex_lock(&c->lock);
+    if (c->nretiring > 0) {
+        struct closing *ended = malloc(c->nretiring * sizeof *ended);
+        if (ended != NULL) {
+            for (size_t i = 0; i < c->nretiring; i++) {
+                struct thread *st = c->retiring[i];
+                ended[i] = closing_of(st);
+                st->unclosed = 0;
+                maybe_recycle(c, st);
+            }
+            closing_block(c, ended, c->nretiring, 1);
+            free(ended);
+            c->nretiring = 0;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+
+    if (!partial)
+        return;
+    uint32_t top = atomic_load_explicit(&c->slot_top, memory_order_acquire);
+    for (uint32_t s = 0; s < top; s++) {
+        uint32_t v = atomic_load_explicit(&c->slot_buf[s], memory_order_acquire);
+        if (v != 0 && !block(c, v - 1))
+            return;
+    }
+}
+
+static void append(struct bytes *b, const void *data, size_t n)
+{
+    if (reserve(b, n) == 0)
+        memcpy(claim(b, n), data, n);
+}
+
+/* PureSink._connect.  A failure other than "nobody reads" (ENXIO) or "not
+ * there yet" (ENOENT) would end PureSink's writer; this one goes on trying. */
+static int connect_reader(struct ctx *c)
+{
+    int fd = open(c->path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    (void)fcntl(fd, F_SETPIPE_SZ, 1 << 20); /* best effort; fails on files */
+    atomic_store(&c->fd, fd);
+    atomic_fetch_add(&c->connections, 1);
+    atomic_fetch_add(&c->reader_events, 1);
+    c->pend.len = c->pend.off = 0;
+    append(&c->pend, c->header, c->header_len);
+    status_block(c);
+    return 1;
+}
+
+/* PureSink._write: 0 when the reader left (EPIPE, or any other error). */
+static int write_pending(struct ctx *c)
+{
+    int fd = atomic_load(&c->fd);
+    struct bytes *p = &c->pend;
+    while (p->off < p->len) {
+        ssize_t n = write(fd, p->data + p->off, p->len - p->off);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return 1;
+            close(fd);
+            atomic_store(&c->fd, -1);
+            p->len = p->off = 0;
+            return 0;
+        }
+        p->off += (size_t)n;
+        atomic_fetch_add_explicit(&c->bytes_written, (uint64_t)n, memory_order_relaxed);
+    }
+    p->len = p->off = 0;
+    return 1;
+}
+
+static int is_space(uint8_t ch) { return ch == ' ' || (ch >= '\t' && ch <= '\r') || (ch >= 0x1C && ch <= 0x1F); }
+
+/* One control line, stripped as str.strip() strips it. */
+static void control_line(struct ctx *c, const uint8_t *p, size_t n, int *attached)
+{
+    while (n > 0 && is_space(p[0]))
+        p++, n--;
+    while (n > 0 && is_space(p[n - 1]))
+        n--;
+    if (n == 6 && memcmp(p, "attach", 6) == 0) {
+        *attached = 1;
+        return;
+    }
+    if (n == 0)
+        return;
+    uint8_t *copy = malloc(n);
+    if (copy == NULL)
+        return;
+    memcpy(copy, p, n);
+    pthread_mutex_lock(&c->wlock);
+    if (c->ncmd == MAX_COMMANDS) {
+        free(c->commands[c->cmd_first].data);
+        c->cmd_first = (c->cmd_first + 1) % MAX_COMMANDS;
+        c->ncmd--;
+    }
+    c->commands[(c->cmd_first + c->ncmd++) % MAX_COMMANDS] = (struct bytes){copy, n, 0, n};
+    pthread_mutex_unlock(&c->wlock);
+}
+
+/* PureSink._read_control: 1 when a reader said "attach".  A control FIFO
+ * that cannot be opened is tried again next round. */
+static int read_control(struct ctx *c)
+{
+    if (c->control_path == NULL)
+        return 0;
+    int fd = atomic_load(&c->cfd);
+    if (fd < 0) {
+        fd = open(c->control_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+            return 0;
+        atomic_store(&c->cfd, fd);
+    }
+    int attached = 0;
+    for (;;) {
+        ssize_t n = read(fd, c->cbuf + c->clen, CONTROL_READ);
+        if (n <= 0)
+            break;
+        const uint8_t *p = c->cbuf, *end = c->cbuf + c->clen + (size_t)n;
+        const uint8_t *nl;
+        while ((nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+            control_line(c, p, (size_t)(nl - p), &attached);
+            p = nl + 1;
+        }
+        if (end - p > CONTROL_KEEP)
+            p = end - CONTROL_KEEP;
+        c->clen = (size_t)(end - p);
+        memmove(c->cbuf, p, c->clen);
+    }
+    return attached;
+}
+
+static void writer_wait(struct ctx *c, double seconds)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    time_t whole = (time_t)seconds;
+    until.tv_sec += whole;
+    until.tv_nsec += (long)((seconds - (double)whole) * 1e9);
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->wlock);
+    while (!atomic_load(&c->stopping))
+        if (pthread_cond_timedwait(&c->wcond, &c->wlock, &until) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&c->wlock);
+}
+
+/* PureSink._finish, less what stop() did with the GIL held, while no thread
+ * could be writing: moving the live buffers to the queue, and taking the
+ * live threads' final counts. */
+static void finish(struct ctx *c)
+{
+    if (atomic_load(&c->fd) < 0 && !connect_reader(c))
+        return;
+    collect(c, 0);
+    closing_block(c, c->final, c->nfinal, 0);
+    append(&c->pend, "\xff\xff", 2);
+    double deadline = mono_s() + c->cfg.stop_timeout;
+    while (c->pend.off < c->pend.len && atomic_load(&c->fd) >= 0 && mono_s() < deadline) {
+        if (write_pending(c) && c->pend.off < c->pend.len) {
+            struct timespec ms = {0, 1000000};
+            nanosleep(&ms, NULL);
+        }
+    }
+}
+
+/* PureSink._run. */
+static void *writer_main(void *arg)
+{
+    struct ctx *c = arg;
+#ifdef __linux__
+    pthread_setname_np(pthread_self(), "lpm-writer");
+#endif
+    double delay = c->cfg.backoff_first, next_try = 0;
+    int partial = c->cfg.flush_interval > 0;
+    double tick = partial ? c->cfg.flush_interval : c->cfg.idle_tick;
+    while (!atomic_load(&c->stopping)) {
+        double t = mono_s();
+        int was_connected = atomic_load(&c->fd) >= 0;
+        if (!was_connected && t >= next_try) {
+            if (connect_reader(c))
+                delay = c->cfg.backoff_first;
+            else {
+                next_try = t + delay;
+                delay *= c->cfg.backoff_factor;
+                if (delay > c->cfg.backoff_last)
+                    delay = c->cfg.backoff_last;
+            }
+        }
+        if (read_control(c) && was_connected && atomic_load(&c->fd) >= 0) {
+            /* A reader that attached while an earlier one held the pipe:
+             * after the whole blocks in flight, a fresh header. */
+            append(&c->pend, c->header, c->header_len);
+            status_block(c);
+            atomic_fetch_add(&c->reader_events, 1);
+        }
+        if (atomic_load(&c->fd) >= 0) {
+            if (c->pend.off == c->pend.len)
+                collect(c, partial);
+            write_pending(c);
+        }
+        writer_wait(c, tick);
+    }
+    if (!atomic_load(&c->abort))
+        finish(c);
+    int fd = atomic_exchange(&c->fd, -1);
+    if (fd >= 0)
+        close(fd);
+    fd = atomic_exchange(&c->cfd, -1);
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+/* -- contexts ------------------------------------------------------------- */
+
+static void atfork_prepare(void) { pthread_mutex_lock(&g_lock); }
+static void atfork_parent(void) { pthread_mutex_unlock(&g_lock); }
+
+static void atfork_child(void)
+{
+    pthread_mutex_init(&g_lock, NULL);
+    atomic_fetch_add(&g_forkgen, 1);
+    for (struct ctx *c = g_contexts; c != NULL; c = c->next) {
+        /* Else the reader would wait for this child to exit too. */
+        int fd = atomic_exchange(&c->fd, -1);
+        if (fd >= 0)
+            close(fd);
+        fd = atomic_exchange(&c->cfd, -1);
+        if (fd >= 0)
+            close(fd);
+    }
+    tls.serial = 0;
+    tls.st = NULL;
+}
+
+static void ctx_free(struct ctx *c)
+{
+    int own = c->forkgen == atomic_load(&g_forkgen);
+    if (own && (c->state == RUNNING || c->state == STOPPING)) {
+        /* Dropped while running (at interpreter exit: the Python side keeps
+         * running sinks alive).  The writer never waits for the GIL, so
+         * joining it here cannot deadlock. */
+        pthread_mutex_lock(&c->wlock);
+        atomic_store(&c->abort, 1);
+        atomic_store(&c->stopping, 1);
+        pthread_cond_signal(&c->wcond);
+        pthread_mutex_unlock(&c->wlock);
+        pthread_join(c->writer, NULL);
+    }
+    pthread_mutex_lock(&g_lock);
+    for (struct ctx **p = &g_contexts; *p != NULL; p = &(*p)->next) {
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_lock);
+    int fd = atomic_exchange(&c->fd, -1);
+    if (fd >= 0)
+        close(fd);
+    fd = atomic_exchange(&c->cfd, -1);
+    if (fd >= 0)
+        close(fd);
+    for (size_t i = 0; i < c->nfresh; i++)
+        Py_DECREF(c->fresh[i].name);
+    Py_XDECREF(c->watch_key);
+    if (own) {
+        /* An inherited mutex may be held by a thread that is not in this
+         * process: it is left alone, and only its memory freed. */
+        pthread_mutex_destroy(&c->lock);
+        pthread_mutex_destroy(&c->wlock);
+        pthread_cond_destroy(&c->wcond);
+    }
+    while (c->chunks != NULL) {
+        struct chunk *k = c->chunks;
+        c->chunks = k->next;
+        for (size_t i = 0; i < CHUNK; i++)
+            free(k->t[i].label);
+        free(k);
+    }
+    for (size_t i = 0; i < c->ncmd; i++)
+        free(c->commands[(c->cmd_first + i) % MAX_COMMANDS].data);
+    free(c->mem);
+    free(c->bufs);
+    free(c->free_bits);
+    free(c->ring);
+    free(c->slot_buf);
+    free(c->slot_used);
+    free(c->live);
+    free(c->announce);
+    free(c->retiring);
+    free(c->fresh);
+    free(c->final);
+    free(c->pend.data);
+    free(c->cbuf);
+    free(c->header);
+    free(c->path);
+    free(c->control_path);
+    free(c);
+}
+
+static void ctxobj_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    if (CTX(self) != NULL)
+        ctx_free(CTX(self));
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot CTX_SLOTS[] = {
+    {Py_tp_dealloc, (void *)ctxobj_dealloc},
+    {Py_tp_doc, (void *)"A native leech's buffers, threads and writer (opaque)."},
+    {0, NULL},
+};
+
+static PyType_Spec CTX_SPEC = {
+    "lpm._native.Context",
+    sizeof(struct ctxobj),
+    0,
+#ifdef Py_TPFLAGS_DISALLOW_INSTANTIATION
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+#else
+    Py_TPFLAGS_DEFAULT,
+#endif
+    CTX_SLOTS,
+};
+
+static int setup_once(void)
+{
+    if (g_ready)
+        return 0;
+    g_ctx_type = (PyTypeObject *)PyType_FromSpec(&CTX_SPEC);
+    g_empty = PyUnicode_FromString("");
+    g_key_generation = PyUnicode_InternFromString("generation");
+    g_key_collected = PyUnicode_InternFromString("collected");
+    g_key_uncollectable = PyUnicode_InternFromString("uncollectable");
+    if (!g_ctx_type || !g_empty || !g_key_generation || !g_key_collected || !g_key_uncollectable)
+        return -1;
+    int rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    if (rc != 0) {
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    g_ready = 1;
+    return 0;
+}
+
+static struct ctx *ctx_arg(PyObject *obj)
+{
+    if (g_ctx_type == NULL || Py_TYPE(obj) != g_ctx_type || CTX(obj) == NULL) {
+        PyErr_SetString(PyExc_TypeError, "expected an lpm native context");
+        return NULL;
+    }
+    return CTX(obj);
+}
+
+static struct ctx *ctx_new(const struct lpm_config *cfg, PyObject *header, PyObject *path, PyObject *control)
+{
+    struct ctx *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->cfg = *cfg;
+    c->size = (uint32_t)cfg->buffer_size;
+    c->nbufs = (uint32_t)cfg->buffers;
+    c->t0 = mono_ns();
+    c->forkgen = ~atomic_load(&g_forkgen); /* until the locks exist: nothing for ctx_free to destroy */
+    atomic_init(&c->fd, -1);
+    atomic_init(&c->cfd, -1);
+    c->next_number = 1;
+    uint64_t ring = 1;
+    while (ring < c->nbufs)
+        ring <<= 1;
+    c->ring_mask = ring - 1;
+    c->free_words = (c->nbufs + 63) / 64;
+    c->header_len = (size_t)PyBytes_GET_SIZE(header);
+    c->mem = malloc((size_t)c->nbufs * c->size);
+    c->bufs = calloc(c->nbufs, sizeof *c->bufs);
+    c->free_bits = calloc(c->free_words, sizeof *c->free_bits);
+    c->ring = calloc(ring, sizeof *c->ring);
+    c->slot_buf = calloc(MAX_SLOTS, sizeof *c->slot_buf);
+    c->slot_used = calloc((MAX_SLOTS + 63) / 64, sizeof *c->slot_used);
+    c->cbuf = malloc(CONTROL_KEEP + CONTROL_READ);
+    c->header = malloc(c->header_len + 1);
+    c->path = strdup(PyBytes_AS_STRING(path));
+    if (control != Py_None)
+        c->control_path = strdup(PyBytes_AS_STRING(control));
+    if (!c->mem || !c->bufs || !c->free_bits || !c->ring || !c->slot_buf || !c->slot_used || !c->cbuf ||
+        !c->header || !c->path || (control != Py_None && !c->control_path))
+        goto fail;
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0)
+        goto fail;
+    int ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 && pthread_cond_init(&c->wcond, &attr) == 0;
+    pthread_condattr_destroy(&attr);
+    if (!ok)
+        goto fail;
+    if (pthread_mutex_init(&c->lock, NULL) != 0) {
+        pthread_cond_destroy(&c->wcond);
+        goto fail;
+    }
+    if (pthread_mutex_init(&c->wlock, NULL) != 0) {
+        pthread_cond_destroy(&c->wcond);
+        pthread_mutex_destroy(&c->lock);
+        goto fail;
+    }
+    c->forkgen = atomic_load(&g_forkgen);
+    memcpy(c->header, PyBytes_AS_STRING(header), c->header_len);
+    for (uint32_t b = 0; b < c->nbufs; b++)
+        atomic_fetch_or(&c->free_bits[b / 64], UINT64_C(1) << (b % 64));
+    atomic_store(&c->free_count, c->nbufs);
+    return c;
+fail:
+    ctx_free(c);
+    return NULL;
+}
 
 LPM_EXPORT int lpm_abi_version(void) { return LPM_ABI_VERSION; }
+
+LPM_EXPORT const char *lpm_event_table(void) { return EVENT_TABLE; }
+
+LPM_EXPORT PyObject *lpm_sink_new(const struct lpm_config *cfg, PyObject *header, PyObject *path, PyObject *control)
+{
+    if (setup_once() < 0)
+        return NULL;
+    if (!PyBytes_Check(header) || !PyBytes_Check(path) || (control != Py_None && !PyBytes_Check(control))) {
+        PyErr_SetString(PyExc_TypeError, "header and paths must be bytes");
+        return NULL;
+    }
+    if (cfg->buffers < 1 || cfg->buffers > (UINT64_C(1) << 30) || cfg->buffer_size < 64 ||
+        cfg->buffer_size > MAX_BUFFER_SIZE || cfg->max_text > MAX_PAYLOAD - 8) {
+        PyErr_SetString(PyExc_ValueError, "lpm: buffers, buffer size or text limit out of range");
+        return NULL;
+    }
+    struct ctx *c = ctx_new(cfg, header, path, control);
+    if (c == NULL)
+        return PyErr_NoMemory();
+    pthread_mutex_lock(&g_lock);
+    c->serial = ++g_serial;
+    c->next = g_contexts;
+    g_contexts = c;
+    pthread_mutex_unlock(&g_lock);
+    struct ctxobj *obj = (struct ctxobj *)PyType_GenericAlloc(g_ctx_type, 0);
+    c->watch_key = PyUnicode_FromFormat("lpm.leech.exit_watch.%llu", (unsigned long long)c->serial);
+    if (obj == NULL || c->watch_key == NULL) {
+        Py_XDECREF(obj);
+        ctx_free(c);
+        return NULL;
+    }
+    obj->c = c;
+    return (PyObject *)obj;
+}
+
+LPM_EXPORT PyObject *lpm_sink_functions(PyObject *obj)
+{
+    if (ctx_arg(obj) == NULL)
+        return NULL;
+    PyObject *out = PyDict_New();
+    for (PyMethodDef *def = SINK_FUNCTIONS; out != NULL && def->ml_name != NULL; def++) {
+        PyObject *fn = PyCFunction_NewEx(def, obj, NULL);
+        if (fn == NULL || PyDict_SetItemString(out, def->ml_name, fn) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(fn);
+    }
+    return out;
+}
+
+LPM_EXPORT int lpm_sink_start(PyObject *obj)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return -1;
+    if (c->state != IDLE || inherited(c))
+        return 0;
+    /* The writer starts with the asynchronous signals blocked: SIGPIPE then
+     * shows up as EPIPE from write(), and the program's signals go to its
+     * own threads. */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGILL);
+    sigdelset(&all, SIGABRT);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&c->writer, NULL, writer_main, c);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    c->state = RUNNING;
+    return 0;
+}
+
+LPM_EXPORT int lpm_sink_stop(PyObject *obj)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return -1;
+    if (c->state != RUNNING || inherited(c))
+        return 0;
+    c->state = STOPPING;
+    pthread_mutex_lock(&c->lock);
+    struct thread **order = malloc((c->nlive + 1) * sizeof *order);
+    c->final = malloc((c->nlive + 1) * sizeof *c->final);
+    if (order != NULL && c->final != NULL) {
+        if (c->nlive)
+            memcpy(order, c->live, c->nlive * sizeof *order);
+        qsort(order, c->nlive, sizeof *order, by_slot);
+        for (size_t i = 0; i < c->nlive; i++)
+            if (order[i]->buf >= 0)
+                queue_current(c, order[i]);
+        for (size_t i = 0; i < c->nlive; i++)
+            c->final[i] = closing_of(order[i]);
+        c->nfinal = c->nlive;
+    }
+    free(order);
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_lock(&c->wlock);
+    atomic_store(&c->stopping, 1);
+    pthread_cond_signal(&c->wcond);
+    pthread_mutex_unlock(&c->wlock);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(c->writer, NULL);
+    Py_END_ALLOW_THREADS
+    c->state = STOPPED;
+    return 0;
+}
+
+LPM_EXPORT int64_t lpm_thread_number(PyObject *obj, unsigned long ident, unsigned long native_id, PyObject *name)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return -1;
+    if (inherited(c))
+        return 0;
+    uint8_t *label;
+    uint32_t label_len;
+    if (make_label(c, name, &label, &label_len) < 0)
+        return -1;
+    pthread_mutex_lock(&c->lock);
+    struct thread *st = find_by_ident(c, ident);
+    if (st == NULL) {
+        st = new_thread(c, ident, native_id, name, label, label_len);
+        if (st != NULL)
+            label = NULL;
+    }
+    int64_t number = st ? (int64_t)st->number : -1;
+    pthread_mutex_unlock(&c->lock);
+    free(label);
+    if (number < 0)
+        no_slot();
+    return number;
+}
+
+LPM_EXPORT int lpm_thread_renamed(PyObject *obj, unsigned long ident, PyObject *name)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return -1;
+    if (inherited(c))
+        return 0;
+    uint8_t *label;
+    uint32_t label_len;
+    if (make_label(c, name, &label, &label_len) < 0)
+        return -1;
+    pthread_mutex_lock(&c->lock);
+    struct thread *st = find_by_ident(c, ident);
+    if (st != NULL) {
+        uint8_t *old = st->label;
+        st->label = label;
+        st->label_len = label_len;
+        label = old;
+    }
+    pthread_mutex_unlock(&c->lock);
+    free(label);
+    return 0;
+}
+
+LPM_EXPORT int lpm_thread_gone(PyObject *obj, unsigned long ident)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return -1;
+    if (inherited(c))
+        return 0;
+    pthread_mutex_lock(&c->lock);
+    struct thread *st = find_by_ident(c, ident);
+    if (st != NULL)
+        thread_exit(c, st);
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+LPM_EXPORT PyObject *lpm_take_new(PyObject *obj)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return NULL;
+    struct fresh *items = NULL;
+    size_t n = 0;
+    if (!inherited(c)) {
+        pthread_mutex_lock(&c->lock);
+        items = c->fresh;
+        n = c->nfresh;
+        c->fresh = NULL;
+        c->nfresh = c->cap_fresh = 0;
+        pthread_mutex_unlock(&c->lock);
+    }
+    PyObject *out = PyList_New(0);
+    for (size_t i = 0; i < n; i++) {
+        PyObject *item = NULL;
+        if (out != NULL)
+            item = Py_BuildValue("(IkkO)", items[i].number, items[i].ident, items[i].native_id, items[i].name);
+        if (item == NULL || PyList_Append(out, item) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(item);
+        Py_DECREF(items[i].name);
+    }
+    free(items);
+    return out;
+}
+
+LPM_EXPORT PyObject *lpm_take_commands(PyObject *obj)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return NULL;
+    struct bytes lines[MAX_COMMANDS];
+    size_t n = 0;
+    if (!inherited(c)) {
+        pthread_mutex_lock(&c->wlock);
+        for (; n < c->ncmd; n++)
+            lines[n] = c->commands[(c->cmd_first + n) % MAX_COMMANDS];
+        c->cmd_first = c->ncmd = 0;
+        pthread_mutex_unlock(&c->wlock);
+    }
+    PyObject *out = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; i < n; i++) {
+        if (out != NULL) {
+            PyObject *line = PyBytes_FromStringAndSize((const char *)lines[i].data, (Py_ssize_t)lines[i].len);
+            if (line == NULL)
+                Py_CLEAR(out);
+            else
+                PyList_SET_ITEM(out, (Py_ssize_t)i, line);
+        }
+        free(lines[i].data);
+    }
+    return out;
+}
+
+LPM_EXPORT PyObject *lpm_sequence_points(PyObject *obj)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL || inherited(c))
+        return out;
+    /* Building the list runs no Python code that could change the threads,
+     * and the GIL keeps every other changer out. */
+    for (size_t i = 0; i < c->nlive; i++) {
+        PyObject *item = Py_BuildValue("(IK)", c->live[i]->number, (unsigned long long)c->live[i]->seq);
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return out;
+}
+
+LPM_EXPORT PyObject *lpm_stats(PyObject *obj)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return NULL;
+    unsigned long long produced = 0;
+    size_t threads = 0;
+    if (!inherited(c)) {
+        pthread_mutex_lock(&c->lock);
+        for (size_t i = 0; i < c->nlive; i++)
+            produced += c->live[i]->seq;
+        threads = c->nlive;
+        pthread_mutex_unlock(&c->lock);
+    }
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:n,s:I}", "produced_live_threads", produced, "dropped",
+                         (unsigned long long)atomic_load(&c->dropped), "bytes_written",
+                         (unsigned long long)atomic_load(&c->bytes_written), "connections",
+                         (unsigned long long)atomic_load(&c->connections), "threads", (Py_ssize_t)threads,
+                         "free_buffers", (unsigned)atomic_load(&c->free_count));
+}
+
+LPM_EXPORT int lpm_set_paused(PyObject *obj, int paused)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return -1;
+    atomic_store(&c->paused, paused != 0);
+    return 0;
+}
+
+LPM_EXPORT int lpm_paused(PyObject *obj)
+{
+    struct ctx *c = ctx_arg(obj);
+    return c == NULL ? -1 : atomic_load(&c->paused);
+}
+
+LPM_EXPORT uint64_t lpm_now(PyObject *obj)
+{
+    struct ctx *c = ctx_arg(obj);
+    return c == NULL ? 0 : now(c);
+}
+
+LPM_EXPORT uint64_t lpm_start_ns(PyObject *obj)
+{
+    struct ctx *c = ctx_arg(obj);
+    return c == NULL ? 0 : c->t0;
+}
+
+LPM_EXPORT uint64_t lpm_reader_events(PyObject *obj)
+{
+    struct ctx *c = ctx_arg(obj);
+    return c == NULL ? 0 : atomic_load(&c->reader_events);
+}
+
+LPM_EXPORT uint64_t lpm_backlog(PyObject *obj)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return 0;
+    pthread_mutex_lock(&c->lock);
+    uint64_t n = atomic_load(&c->q_tail) - atomic_load(&c->q_head) + c->nretiring + c->nannounce;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}

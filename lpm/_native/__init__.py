@@ -3,8 +3,9 @@
 The library is built by ``pip install`` next to this file, named like an
 extension module (``_leech.cpython-311-x86_64-linux-gnu.so``) so that each
 interpreter finds the build made against its own headers.  It is loaded with
-``ctypes.PyDLL``, which keeps the GIL held across calls, and every function's
-signature is declared once, here.
+``ctypes.PyDLL``, which keeps the GIL held across calls and raises any
+exception a function leaves set, and every function's signature is declared
+once, here.  The ABI itself is described at the top of ``leech.c``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,53 @@ from functools import lru_cache
 from ..errors import LeechError
 
 #: The C ABI version this module was written against (LPM_ABI_VERSION in leech.c).
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Config(ctypes.Structure):
+    """``struct lpm_config``: what the C sink needs to know, decided in Python."""
+
+    _fields_ = [
+        ("buffers", ctypes.c_uint64),
+        ("buffer_size", ctypes.c_uint64),
+        ("fixed_clock", ctypes.c_uint64),
+        ("has_fixed_clock", ctypes.c_int32),
+        ("max_text", ctypes.c_uint32),
+        ("flush_interval", ctypes.c_double),
+        ("idle_tick", ctypes.c_double),
+        ("backoff_first", ctypes.c_double),
+        ("backoff_factor", ctypes.c_double),
+        ("backoff_last", ctypes.c_double),
+        ("stop_timeout", ctypes.c_double),
+    ]
+
+
+_CTX = ctypes.py_object
+_SIGNATURES: dict[str, tuple[list[type], type | None]] = {
+    "lpm_event_table": ([], ctypes.c_char_p),
+    "lpm_sink_new": (
+        [ctypes.POINTER(Config), ctypes.py_object, ctypes.py_object, ctypes.py_object],
+        ctypes.py_object,
+    ),
+    "lpm_sink_functions": ([_CTX], ctypes.py_object),
+    "lpm_sink_start": ([_CTX], ctypes.c_int),
+    "lpm_sink_stop": ([_CTX], ctypes.c_int),
+    "lpm_thread_number": ([_CTX, ctypes.c_ulong, ctypes.c_ulong, ctypes.py_object], ctypes.c_int64),
+    "lpm_thread_renamed": ([_CTX, ctypes.c_ulong, ctypes.py_object], ctypes.c_int),
+    "lpm_thread_gone": ([_CTX, ctypes.c_ulong], ctypes.c_int),
+    "lpm_take_new": ([_CTX], ctypes.py_object),
+    "lpm_take_commands": ([_CTX], ctypes.py_object),
+    "lpm_sequence_points": ([_CTX], ctypes.py_object),
+    "lpm_stats": ([_CTX], ctypes.py_object),
+    "lpm_set_paused": ([_CTX, ctypes.c_int], ctypes.c_int),
+    "lpm_paused": ([_CTX], ctypes.c_int),
+    "lpm_now": ([_CTX], ctypes.c_uint64),
+    "lpm_start_ns": ([_CTX], ctypes.c_uint64),
+    "lpm_reader_events": ([_CTX], ctypes.c_uint64),
+    "lpm_backlog": ([_CTX], ctypes.c_uint64),
+}
 
 
 def candidates() -> list[str]:
@@ -29,7 +74,7 @@ def candidates() -> list[str]:
 
 @lru_cache(maxsize=None)
 def load() -> ctypes.PyDLL:
-    """Load the library and check its ABI.
+    """Load the library, check its ABI and declare its functions.
 
     Raises:
         LeechError: no candidate could be loaded; the message lists each
@@ -51,5 +96,9 @@ def load() -> ctypes.PyDLL:
         if version != ABI_VERSION:
             reasons.append(f"{path}: ABI version {version}, expected {ABI_VERSION} (rebuild with pip install)")
             continue
+        for name, (argtypes, restype) in _SIGNATURES.items():
+            function = getattr(lib, name)
+            function.argtypes = argtypes
+            function.restype = restype
         return lib
     raise LeechError("cannot load the native leech:\n  " + "\n  ".join(reasons))
