@@ -912,7 +912,7 @@ static struct thread *register_thread(struct ctx *c)
     pthread_mutex_lock(&c->lock);
     struct thread *st = find_by_ident(c, ident);
     pthread_mutex_unlock(&c->lock);
-    if (st == NULL || st->native_id != native_id) {
+    if (st == NULL || (st->native_id != native_id && st->native_id != 0)) {
         /* Asked outside the lock: it runs Python code, which may emit (a GC
          * callback) and so register this very thread first. */
         PyObject *name = thread_name();
@@ -926,7 +926,7 @@ static struct thread *register_thread(struct ctx *c)
         }
         pthread_mutex_lock(&c->lock);
         st = find_by_ident(c, ident);
-        if (st == NULL || st->native_id != native_id) {
+        if (st == NULL || (st->native_id != native_id && st->native_id != 0)) {
             st = new_thread(c, ident, native_id, name, label, label_len);
             if (st != NULL)
                 label = NULL;
@@ -937,6 +937,11 @@ static struct thread *register_thread(struct ctx *c)
         if (st == NULL)
             return no_slot();
     }
+    /* The sampler may have registered this thread, native id unknown, before
+     * it emitted: this is that thread. */
+    pthread_mutex_lock(&c->lock);
+    st->native_id = native_id;
+    pthread_mutex_unlock(&c->lock);
     if (watch_thread(c, st) < 0)
         return NULL;
     tls.serial = c->serial;
@@ -1326,8 +1331,25 @@ static void status_block(struct ctx *c)
     pthread_mutex_unlock(&c->lock);
 }
 
-/* PureSink._collect.  One round takes at most nbufs queued buffers, so
- * producers that keep queueing cannot keep the writer from writing. */
+/* PureSink._drain_full.  One round takes at most nbufs queued buffers, so
+ * producers that keep queueing cannot keep the writer from writing.  0 when
+ * the output could not take a block. */
+static int drain_queue(struct ctx *c)
+{
+    for (uint32_t i = 0; i < c->nbufs; i++) {
+        int32_t b = queue_peek(c);
+        if (b < 0)
+            break;
+        if (!block(c, (uint32_t)b))
+            return 0;
+        queue_pop(c);
+        c->bufs[b].flushed = c->bufs[b].flushed_events = 0;
+        pool_put(c, (uint32_t)b);
+    }
+    return 1;
+}
+
+/* PureSink._collect. */
 static void collect(struct ctx *c, int partial)
 {
     pthread_mutex_lock(&c->lock);
@@ -1339,16 +1361,8 @@ static void collect(struct ctx *c, int partial)
     c->nannounce = 0;
     pthread_mutex_unlock(&c->lock);
 
-    for (uint32_t i = 0; i < c->nbufs; i++) {
-        int32_t b = queue_peek(c);
-        if (b < 0)
-            break;
-        if (!block(c, (uint32_t)b))
-            return;
-        queue_pop(c);
-        c->bufs[b].flushed = c->bufs[b].flushed_events = 0;
-        pool_put(c, (uint32_t)b);
-    }
+    if (!drain_queue(c))
+        return;
 
     pthread_mutex_lock(&c->lock);
     if (c->nretiring > 0) {
@@ -1372,7 +1386,14 @@ static void collect(struct ctx *c, int partial)
     uint32_t top = atomic_load_explicit(&c->slot_top, memory_order_acquire);
     for (uint32_t s = 0; s < top; s++) {
         uint32_t v = atomic_load_explicit(&c->slot_buf[s], memory_order_acquire);
-        if (v != 0 && !block(c, v - 1))
+        if (v == 0)
+            continue;
+        /* The thread queued its previous buffer before making v current, so
+         * draining now writes that one first: a thread's blocks stay in order.
+         * If v itself was queued meanwhile, the drain has written it: skip. */
+        if (!drain_queue(c))
+            return;
+        if (atomic_load_explicit(&c->slot_buf[s], memory_order_acquire) == v && !block(c, v - 1))
             return;
     }
 }

@@ -55,12 +55,14 @@ a slow reader) and the end marker.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
+import gc
 import os
 import struct
 import threading
 import time
-from typing import Callable, Deque
+from typing import Callable, Deque, Iterator
 
 from ..eventlog import format as fmt
 from ..eventlog.events import (
@@ -132,7 +134,19 @@ class _Buffer:
 
 
 class _Thread:
-    __slots__ = ("number", "slot", "ident", "native_id", "name", "seq", "buf", "lost", "lost_bytes", "lost_first", "gone")
+    __slots__ = (
+        "number",
+        "slot",
+        "ident",
+        "native_id",
+        "name",
+        "seq",
+        "buf",
+        "lost",
+        "lost_bytes",
+        "lost_first",
+        "gone",
+    )
 
     def __init__(self, number: int, slot: int, ident: int, native_id: int, name: str) -> None:
         self.number = number
@@ -233,16 +247,40 @@ class PureSink(Sink):
 
     # -- threads -------------------------------------------------------------
 
+    @staticmethod
+    @contextlib.contextmanager
+    def _quiet() -> Iterator[None]:
+        """No collection while the registry lock is held: a collection runs
+        gc_callback, whose first event on a new thread would register it and
+        take the same lock.  (leech.c allocates nothing Python there.)"""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            yield
+        finally:
+            if enabled:
+                gc.enable()
+
     def _register(self) -> _Thread:
         ident = threading.get_ident()
-        with self._register_lock:
-            st = self._by_ident.get(ident)
-            if st is None or st.gone or st.native_id != threading.get_native_id():
-                # Once per thread, so the name can be asked here; by the time
-                # the monitor looks, a short-lived thread may be gone.
-                st = self._new_thread(ident, threading.get_native_id(), threading.current_thread().name)
-        self._local.watch = _ExitWatch(self, st)
-        self._local.state = st
+        native_id = threading.get_native_id()
+        # Once per thread, so the name can be asked here (by the time the
+        # monitor looks, a short-lived thread may be gone); asked before the
+        # lock, since asking may collect and so register this thread already.
+        name = threading.current_thread().name
+        with self._quiet():
+            st: _Thread | None = getattr(self._local, "state", None)
+            if st is not None and not st.gone:
+                return st
+            with self._register_lock:
+                st = self._by_ident.get(ident)
+                if st is None or st.gone or st.native_id not in (native_id, 0):
+                    st = self._new_thread(ident, native_id, name)
+                # The sampler may have registered this thread, native id
+                # unknown, before it emitted: this is that thread.
+                st.native_id = native_id
+            self._local.watch = _ExitWatch(self, st)
+            self._local.state = st
         return st
 
     def _new_thread(self, ident: int, native_id: int, name: str = "") -> _Thread:
@@ -261,7 +299,7 @@ class PureSink(Sink):
     def thread_number(self, ident: int, native_id: int = 0, name: str = "") -> int:
         """The lpm number of the thread with ``threading`` ident ``ident``,
         registering it if it has emitted nothing yet (the sampler asks)."""
-        with self._register_lock:
+        with self._quiet(), self._register_lock:
             st = self._by_ident.get(ident)
             if st is None or st.gone:
                 st = self._new_thread(ident, native_id, name)
@@ -281,7 +319,7 @@ class PureSink(Sink):
 
     def thread_exit(self, st: _Thread) -> None:
         """``st``'s thread has ended: queue its buffer, free its slot."""
-        with self._register_lock:
+        with self._quiet(), self._register_lock:
             if st.gone:
                 return
             st.gone = True
@@ -552,22 +590,32 @@ class PureSink(Sink):
             with self._register_lock:
                 fresh, self._announce = self._announce, []
             self._announce_block(out, fresh)
+        self._drain_full(out)
+        if self._retiring:
+            with self._quiet(), self._register_lock:
+                ended, self._retiring = self._retiring, []
+            self._closing_block(out, ended, stop=True)
+        if partial:
+            for st in sorted(list(self._threads.values()), key=lambda t: t.slot):
+                current = st.buf
+                if current is None:
+                    continue
+                # The thread queued its previous buffer before taking this one,
+                # so draining now writes that one first: a thread's blocks stay
+                # in order.  If `current` was queued meanwhile, it is written.
+                self._drain_full(out)
+                if st.buf is current:
+                    self._block(out, current)
+        return bytes(out)
+
+    def _drain_full(self, out: bytearray) -> None:
+        """Blocks for the queued full buffers, in queue order; back to the pool."""
         full = self._full
         while full:
             buf = full.popleft()
             self._block(out, buf)
             buf.thread = None
             self._free.append(buf)
-        if self._retiring:
-            with self._register_lock:
-                ended, self._retiring = self._retiring, []
-            self._closing_block(out, ended, stop=True)
-        if partial:
-            for st in sorted(list(self._threads.values()), key=lambda t: t.slot):
-                current = st.buf
-                if current is not None:
-                    self._block(out, current)
-        return bytes(out)
 
     def _block(self, out: bytearray, buf: _Buffer) -> None:
         # One read of `committed`: the owner may be appending right now.

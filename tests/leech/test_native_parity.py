@@ -757,13 +757,16 @@ def test_a_forked_child_leaves_its_parents_sink_alone(tmp_path: Path) -> None:
     assert markers == {"parent": ["parent before fork", "parent after fork"], "child": ["child"]}
 
 
-def test_a_collection_during_registration_registers_the_thread_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sink_class", [PureSink, NativeSink], ids=["python", "native"])
+def test_a_collection_during_registration_registers_the_thread_once(
+    tmp_path: Path, sink_class: Callable[..., Sink]
+) -> None:
     """Registering a thread calls Python (for its name); a collection there runs
-    the GC callback, which emits from the thread being registered.  (PureSink
-    holds its registration lock across that call, and hangs if it happens.)"""
+    the GC callback, which emits from the thread being registered.  (A sink that
+    held its registration lock across that call would hang.)"""
     path = tmp_path / "gc.eventlog"
     path.write_bytes(b"")
-    sink = NativeSink(config(), HEADER, str(path))
+    sink = sink_class(config(), HEADER, str(path))
     gc.callbacks.append(sink.gc_callback)
     thresholds = gc.get_threshold()
     gc.set_threshold(1, 1, 1)
