@@ -757,7 +757,21 @@ def test_a_forked_child_leaves_its_parents_sink_alone(tmp_path: Path) -> None:
     assert markers == {"parent": ["parent before fork", "parent after fork"], "child": ["child"]}
 
 
-@pytest.mark.parametrize("sink_class", [PureSink, NativeSink], ids=["python", "native"])
+@pytest.mark.parametrize(
+    "sink_class",
+    [
+        pytest.param(
+            PureSink,
+            id="python",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="known bug: a thread's first event from a collection during its bootstrap "
+                "loses its threading.local state, so PureSink registers it twice",
+            ),
+        ),
+        pytest.param(NativeSink, id="native"),
+    ],
+)
 def test_a_collection_during_registration_registers_the_thread_once(
     tmp_path: Path, sink_class: Callable[..., Sink]
 ) -> None:
