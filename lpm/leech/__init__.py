@@ -149,6 +149,7 @@ def _after_fork_in_child() -> None:
             gc.callbacks.remove(parent.sink.gc_callback)
         except ValueError:
             pass
+        parent.sink.forget_after_fork()
         _start(parent.config)
 
 

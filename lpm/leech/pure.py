@@ -146,6 +146,7 @@ class _Thread:
         "lost_bytes",
         "lost_first",
         "gone",
+        "dropped",
     )
 
     def __init__(self, number: int, slot: int, ident: int, native_id: int, name: str) -> None:
@@ -160,6 +161,7 @@ class _Thread:
         self.lost_bytes = 0
         self.lost_first = 0
         self.gone = False
+        self.dropped = 0  # events dropped in the thread's life; only it writes this
 
 
 class _ExitWatch:
@@ -224,7 +226,7 @@ class PureSink(Sink):
         self._pending = bytearray()
         self.bytes_written = 0
         self.connections = 0
-        self.dropped = 0
+        self._dropped_gone = 0  # dropped by threads that have ended
         self._retiring: list[_Thread] = []  # ended, awaiting their closing block
         self.new: list[tuple[int, int, int, str]] = []  # (number, ident, native id, name) of new threads
         self._announce: list[_Thread] = []  # registered, not yet announced in a writer block
@@ -272,7 +274,7 @@ class PureSink(Sink):
             st: _Thread | None = getattr(self._local, "state", None)
             if st is not None and not st.gone:
                 return st
-            with self._register_lock:
+            with self._quiet(), self._register_lock:
                 st = self._by_ident.get(ident)
                 if st is None or st.gone or st.native_id not in (native_id, 0):
                     st = self._new_thread(ident, native_id, name)
@@ -323,6 +325,7 @@ class PureSink(Sink):
             if st.gone:
                 return
             st.gone = True
+            self._dropped_gone += st.dropped
             buf = st.buf
             st.buf = None
             if buf is not None:
@@ -341,7 +344,7 @@ class PureSink(Sink):
 
     def take_new(self) -> list[tuple[int, int, int, str]]:
         """(number, ident, native id, name or "") of threads registered since the last call."""
-        with self._register_lock:
+        with self._quiet(), self._register_lock:
             out, self.new = self.new, []
         return out
 
@@ -375,7 +378,7 @@ class PureSink(Sink):
                     st.lost_first = seq
                 st.lost += 1
                 st.lost_bytes += len(event)
-                self.dropped += 1
+                st.dropped += 1
                 return
         if loss:
             buf.data += loss
@@ -452,7 +455,7 @@ class PureSink(Sink):
         produced = sum(st.seq for st in list(self._threads.values()))
         return {
             "produced_live_threads": produced,
-            "dropped": self.dropped,
+            "dropped": self._dropped_gone + sum(st.dropped for st in list(self._threads.values())),
             "bytes_written": self.bytes_written,
             "connections": self.connections,
             "threads": len(self._threads),
@@ -587,7 +590,7 @@ class PureSink(Sink):
         """Blocks for everything queued, and for unwritten parts of live buffers."""
         out = bytearray()
         if self._announce:
-            with self._register_lock:
+            with self._quiet(), self._register_lock:
                 fresh, self._announce = self._announce, []
             self._announce_block(out, fresh)
         self._drain_full(out)
@@ -636,7 +639,7 @@ class PureSink(Sink):
     def _status_block(self) -> bytes:
         """A writer block announcing every thread a new reader should know:
         the live ones and those ended whose closing block is still to come."""
-        with self._register_lock:
+        with self._quiet(), self._register_lock:
             self._announce.clear()
             threads = sorted([*self._threads.values(), *self._retiring], key=lambda t: t.number)
         out = bytearray()
@@ -677,12 +680,13 @@ class PureSink(Sink):
         out += body
 
     def _finish(self) -> None:
-        with self._register_lock:
+        with self._quiet(), self._register_lock:
             for st in sorted(self._threads.values(), key=lambda t: t.slot):
                 if st.buf is not None:
                     self._full.append(st.buf)
                     st.buf = None
         if self._fd is None and not self._connect():
+            self._close_fds()
             return
         self._pending += self._collect(partial=False)
         final = bytearray()
@@ -693,9 +697,18 @@ class PureSink(Sink):
         while self._pending and self._fd is not None and time.monotonic() < deadline:
             if self._write() and self._pending:
                 time.sleep(0.001)
+        self._close_fds()
+
+    def _close_fds(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
         if self._control_fd is not None:
             os.close(self._control_fd)
             self._control_fd = None
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: close the parent's FIFO descriptors, so the
+        parent's reader sees end-of-file when the parent is done, not when
+        this child is (the writer thread was not forked)."""
+        self._close_fds()

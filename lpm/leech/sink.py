@@ -98,6 +98,9 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def writer_ident(self) -> int | None: ...
 
+    def forget_after_fork(self) -> None:
+        """In a forked child, let go of what belongs to the parent's stream."""
+
     @abc.abstractmethod
     def stats(self) -> dict[str, int]:
         """Counters: events written and dropped, bytes written, connections."""
