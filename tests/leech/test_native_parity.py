@@ -27,6 +27,7 @@ import math
 import os
 import random
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -764,7 +765,8 @@ def test_a_forked_child_leaves_its_parents_sink_alone(tmp_path: Path) -> None:
             PureSink,
             id="python",
             marks=pytest.mark.xfail(
-                strict=True,
+                # Always seen on 3.9-3.12; on 3.13 it depends on timing.
+                strict=sys.version_info < (3, 13),
                 reason="known bug: a thread's first event from a collection during its bootstrap "
                 "loses its threading.local state, so PureSink registers it twice",
             ),
