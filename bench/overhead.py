@@ -89,6 +89,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from machine import cpu_model  # bench/machine.py, beside this script
+
 BENCH_DIR = Path(__file__).resolve().parent
 WORKLOAD_DIR = BENCH_DIR / "workloads"
 REPO_ROOT = BENCH_DIR.parent
@@ -875,14 +877,9 @@ def machine_facts(bench: BenchEnv) -> Dict[str, Any]:
         "tools": dict(bench.versions),
         "venv": str(bench.venv),
     }
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    facts["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = cpu_model()
+    if model is not None:
+        facts["cpu_model"] = model
     try:
         with open("/proc/meminfo") as f:
             facts["mem_total_kib"] = int(f.readline().split()[1])

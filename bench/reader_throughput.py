@@ -60,6 +60,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from machine import cpu_model  # bench/machine.py, beside this script
+
 BENCH_DIR = Path(__file__).resolve().parent
 HASKELL_DIR = BENCH_DIR / "haskell"
 REPO_ROOT = BENCH_DIR.parent
@@ -69,6 +71,7 @@ if importlib.util.find_spec("lpm") is None:  # run from a checkout without insta
 
 import lpm  # noqa: E402
 from lpm.eventlog import (  # noqa: E402
+
     EVENT_TYPES,
     NEED_DATA,
     Event,
@@ -375,14 +378,9 @@ def machine_facts(ghc: Optional[str]) -> Dict[str, Any]:
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "lpm": lpm.__version__,
     }
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    facts["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = cpu_model()
+    if model is not None:
+        facts["cpu_model"] = model
     if hasattr(os, "getloadavg"):
         facts["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
     if ghc is not None:

@@ -44,7 +44,7 @@ from typing import Callable, Iterator, Mapping, NamedTuple, Union
 
 from ..errors import FormatError
 from . import format as fmt
-from .events import EVENT_TYPES, Event, EventBlock, MalformedEvent, UnknownEvent
+from .events import EVENT_TYPES, Event, MalformedEvent, UnknownEvent
 from .layout import LayoutError
 from .writer import EventType
 
@@ -570,5 +570,3 @@ __all__ = [
     "Skipped",
     "read_events",
 ]
-
-_ = EventBlock  # re-exported type of block markers, kept for readers of this module
