@@ -29,6 +29,22 @@ def wait_until(reader: FifoReader, predicate: object, what: str) -> None:
     raise AssertionError(f"never saw {what}")
 
 
+def generations(data: bytes) -> int:
+    return len(decode(data).of_type(ev.PyGeneration))
+
+
+def commands_took_effect(data: bytes, generations_before: int) -> bool:
+    """The monitor carries commands out in order, "resend" last."""
+    stream = decode(data)
+    settings = {(e.key, e.value) for e in stream.of_type(ev.PySetting)}  # type: ignore[attr-defined]
+    return (
+        ("lpm.sample_rate", "500.0") in settings
+        and ("lpm.heap_interval", "0.05") in settings
+        and len(stream.of_type(ev.PyHeap)) >= 2
+        and len(stream.of_type(ev.PyGeneration)) > generations_before
+    )
+
+
 def test_pause_rate_heap_interval_and_resend(tmp_path: Path, implementation: str) -> None:
     until = tmp_path / "stop-now"
     proc = spawn("steady.py", [str(until)], tmp_path, implementation, run_options=["--heap-interval", "0"])
@@ -36,14 +52,15 @@ def test_pause_rate_heap_interval_and_resend(tmp_path: Path, implementation: str
     reader = FifoReader(fifo)
     reader.start()
     wait_until(reader, lambda d: b"tick 20" in d, "the first markers")
+    before = generations(bytes(reader.data))
     send(fifo, "pause")
     time.sleep(0.3)  # the program goes on emitting; the leech skips it all
     send(fifo, "rate 500")
     send(fifo, "heap-interval 0.05")
-    send(fifo, "resend")
     send(fifo, "resume")
+    send(fifo, "resend")  # last: a new generation shows every command before it was carried out
     send(fifo, "warp 9")
-    wait_until(reader, lambda d: d.count(b"lpm: Python heap figures") and d.count(b"\x10\x03") > 3, "heap figures")
+    wait_until(reader, lambda d: commands_took_effect(d, before), "every command take effect")
     until.touch()
     code, out, err = finish(proc)
     reader.join(timeout=PATIENCE)
@@ -62,4 +79,4 @@ def test_pause_rate_heap_interval_and_resend(tmp_path: Path, implementation: str
     settings = {(e.key, e.value) for e in stream.of_type(ev.PySetting)}  # type: ignore[attr-defined]
     assert ("lpm.sample_rate", "500.0") in settings and ("lpm.heap_interval", "0.05") in settings
     assert len(stream.of_type(ev.PyHeap)) >= 2, "heap figures came once the interval was set"
-    assert len(stream.of_type(ev.PyGeneration)) >= 2, "resend started a new generation"
+    assert len(stream.of_type(ev.PyGeneration)) > before, "resend started a new generation"
