@@ -16,11 +16,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from typing import TYPE_CHECKING, Any  # noqa: E402 - the version comes first: submodules import it
+from .api import counter, marker, message, span  # noqa: E402 - the version comes first: submodules import it
 
-from .api import counter, marker, message, span  # noqa: E402
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
+    from typing import Any
 
-if TYPE_CHECKING:
     from .leech import Leech
 
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import functools
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
+    from typing import Any, Callable, TypeVar
 
-if TYPE_CHECKING:
     from .leech.sink import Sink
 
-_sink: Sink | None = None
+    F = TypeVar("F", bound=Callable[..., Any])
 
-F = TypeVar("F", bound=Callable[..., Any])
+_sink: Sink | None = None
 
 
 def message(text: str) -> None:

@@ -2,25 +2,34 @@
 
 Each subcommand is a module in this package with ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``; :data:`COMMANDS` lists them
-in the order ``--help`` shows them.
+in the order ``--help`` shows them.  Only the module of the command given is
+imported (all of them for ``--help``): ``lpm run`` shares its process with the
+profiled program, and whatever it imports stays alive there.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import importlib
 import sys
-from types import ModuleType
-from typing import Sequence
 
 from .. import __version__
 from ..errors import CommandError, LpmError
-from . import demo, run, show
 
-COMMANDS: dict[str, ModuleType] = {"run": run, "show": show, "demo": demo}
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Sequence
+
+COMMANDS = ("run", "show", "demo")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_module(name: str) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, subcommands other than ``only`` are left out."""
     parser = argparse.ArgumentParser(
         prog="lpm",
         description="Live profile monitor for Python (and GHC) programs, speaking the GHC eventlog format.",
@@ -28,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lpm {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (repeat for debug output)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in COMMANDS.items():
+    for name in COMMANDS:
+        if only is not None and name != only:
+            continue
+        module = command_module(name)
         doc = (module.__doc__ or "").strip()
         p = sub.add_parser(
             name,
@@ -41,26 +53,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((word for word in words if not word.startswith("-")), None)
     program: list[str] | None = None
-    if "run" in words:
+    if chosen == "run":
         # What follows the program's name is the program's own: keep argparse away.
         at = words.index("run") + 1
-        own, program = run.split_program(words[at:])
+        own, program = command_module("run").split_program(words[at:])
         words = words[:at] + own
+    wants_help = "-h" in words or "--help" in words
+    parser = build_parser(chosen if chosen in COMMANDS and not wants_help else None)
     args = parser.parse_args(words)
     if program is not None:
         args.program = program
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="lpm: %(levelname)s: %(message)s",
-    )
+    if args.command != "run" or args.verbose:
+        # Not for a quiet `lpm run`: logging is large and would stay in the program's memory.
+        import logging
+
+        logging.basicConfig(
+            level=logging.WARNING - 10 * min(args.verbose, 2),
+            format="lpm: %(levelname)s: %(message)s",
+        )
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(COMMANDS[args.command].run(args))
+        return int(command_module(args.command).run(args))
     except CommandError as err:
         print(f"lpm {args.command}: {err}", file=sys.stderr)
         return err.exit_code

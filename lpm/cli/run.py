@@ -16,7 +16,6 @@ import argparse
 import os
 import runpy
 import sys
-import traceback
 
 from ..errors import CommandError
 from ..leech import config as leech_config
@@ -84,9 +83,10 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"cannot run {target}: no such file", exit_code=2)
         argv = [target, *rest]
     leech = lpm.start(**settings)
-    import logging
+    if args.verbose:  # logging only when asked: it would stay in the program's memory
+        import logging
 
-    logging.getLogger("lpm").info("streaming to %s", leech.data_path)
+        logging.getLogger("lpm").info("streaming to %s", leech.data_path)
     sys.argv = argv
     code = 0
     try:
@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         code = 130
     except BaseException:
+        import traceback  # only now: it stays in the program's memory
+
         traceback.print_exc()
         code = 1
     finally:

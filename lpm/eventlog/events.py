@@ -3,11 +3,12 @@
 Each type is a small dataclass whose fields, after ``ts`` and ``cap``, are the
 payload fields in wire order.  Its class attributes say the rest:
 
-- ``ID``: the event type id; standard GHC ids where the meaning fits exactly,
-  lpm's own Python events in ``LPM_ID_FIRST`` .. ``LPM_ID_LAST``.
-- ``LAYOUT``: the payload layout (see :mod:`lpm.eventlog.layout`).
-- ``VARIABLE``: whether the header declares the type variable-size.
-- ``DESCRIPTION``: the header's description (GHC's own text for GHC types).
+- ``ID``, ``LAYOUT``, ``VARIABLE`` and ``DESCRIPTION``: from the class's entry
+  in :mod:`lpm.eventlog.catalog`: the event type id (standard GHC ids where the
+  meaning fits exactly, lpm's own Python events in ``LPM_ID_FIRST`` ..
+  ``LPM_ID_LAST``), the payload layout (see :mod:`lpm.eventlog.layout`),
+  whether the header declares it variable-size, and the header's description
+  (GHC's own text for GHC types).
 - ``TEXT``: how ``lpm show`` prints it, a ``str.format`` template over the
   fields; types that need more override :meth:`Event.describe`.
 - ``OLD_SIZES``: shorter layouts older runtimes wrote, keyed by payload size.
@@ -27,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar, Dict, Tuple, Type, TypeVar
 
+from . import catalog
 from .format import BLOCK_MARKER_ID, LPM_ID_FIRST, LPM_ID_LAST, VARIABLE as _VARIABLE_SIZE
 from .layout import Layout, Value
 
@@ -62,26 +64,30 @@ E = TypeVar("E", bound=Type[Event])
 EVENT_TYPES: dict[int, type[Event]] = {}
 
 
-def event(
-    id: int, layout: str, description: str, text: str, *, variable: bool | None = None, old: dict[int, str] | None = None
-) -> Callable[[E], E]:
-    """Register an event class.  ``variable`` defaults to "the layout is not fixed-size"."""
+def event(text: str, *, old: dict[int, str] | None = None) -> Callable[[E], E]:
+    """Register an event class under the catalog entry of its name.
+
+    ``text`` is how ``lpm show`` prints it; ``old`` maps payload sizes older
+    runtimes wrote to their shorter layouts.
+    """
 
     def register(cls: E) -> E:
+        entry = catalog.BY_NAME.get(cls.__name__)
+        if entry is None:
+            raise TypeError(f"{cls.__name__} is not in lpm.eventlog.catalog.TYPES")
+        type_id, _, layout, description = entry
         compiled = Layout(layout)
         names = [f.name for f in fields(cls)][2:]
         if len(names) != len(compiled):
             raise TypeError(f"{cls.__name__}: layout {layout!r} has {len(compiled)} fields, class has {names}")
-        if id in EVENT_TYPES:
-            raise TypeError(f"{cls.__name__}: id {id} already belongs to {EVENT_TYPES[id].__name__}")
-        cls.ID = id
+        cls.ID = type_id
         cls.LAYOUT = compiled
-        cls.VARIABLE = compiled.size is None if variable is None else variable
+        cls.VARIABLE = catalog.declared_size(layout) == _VARIABLE_SIZE
         cls.DESCRIPTION = description
         cls.TEXT = text
         cls.OLD_SIZES = {size: Layout(codes) for size, codes in (old or {}).items()}
         cls.FIELDS = tuple(names)
-        EVENT_TYPES[id] = cls
+        EVENT_TYPES[type_id] = cls
         return cls
 
     return register
@@ -147,24 +153,24 @@ STOP_STATUS: dict[int, str] = {
     19: "thread migrating",
     20: "blocked reading an MVar",
 }
-THREAD_FINISHED = 5
+THREAD_FINISHED = 5  # lpm.leech.wire has the same constant for the leech
 
 
-@event(0, "I", "Create thread", "creating thread {thread}")
+@event("creating thread {thread}")
 @dataclass
 class CreateThread(Event):
     __slots__ = ("thread",)
     thread: int
 
 
-@event(1, "I", "Run thread", "running thread {thread}")
+@event("running thread {thread}")
 @dataclass
 class RunThread(Event):
     __slots__ = ("thread",)
     thread: int
 
 
-@event(2, "IHI", "Stop thread", "stopping thread {thread}")
+@event("stopping thread {thread}")
 @dataclass
 class StopThread(Event):
     __slots__ = ("thread", "status", "blocked_on")
@@ -179,14 +185,14 @@ class StopThread(Event):
         return f"stopping thread {self.thread} ({why})"
 
 
-@event(3, "I", "Thread runnable", "thread {thread} is runnable")
+@event("thread {thread} is runnable")
 @dataclass
 class ThreadRunnable(Event):
     __slots__ = ("thread",)
     thread: int
 
 
-@event(4, "IH", "Migrate thread", "migrating thread {thread} to cap {new_cap}")
+@event("migrating thread {thread} to cap {new_cap}")
 @dataclass
 class MigrateThread(Event):
     __slots__ = ("thread", "new_cap")
@@ -194,7 +200,7 @@ class MigrateThread(Event):
     new_cap: int
 
 
-@event(8, "IH", "Wakeup thread", "waking up thread {thread} on cap {other_cap}")
+@event("waking up thread {thread} on cap {other_cap}")
 @dataclass
 class WakeupThread(Event):
     __slots__ = ("thread", "other_cap")
@@ -202,14 +208,14 @@ class WakeupThread(Event):
     other_cap: int
 
 
-@event(15, "I", "Create spark thread", "creating spark thread {spark_thread}")
+@event("creating spark thread {spark_thread}")
 @dataclass
 class CreateSparkThread(Event):
     __slots__ = ("spark_thread",)
     spark_thread: int
 
 
-@event(44, "It", "Thread label", 'thread {thread} has label "{label}"')
+@event('thread {thread} has label "{label}"')
 @dataclass
 class ThreadLabel(Event):
     __slots__ = ("thread", "label")
@@ -220,14 +226,14 @@ class ThreadLabel(Event):
 # -- messages and markers ---------------------------------------------------
 
 
-@event(16, "t", "Log message", "{message}")
+@event("{message}")
 @dataclass
 class Message(Event):
     __slots__ = ("message",)
     message: str
 
 
-@event(18, "IQH", "Block marker", "block of {size} bytes for cap {block_cap}, ending at {end_ts}")
+@event("block of {size} bytes for cap {block_cap}, ending at {end_ts}")
 @dataclass
 class EventBlock(Event):
     """A block marker; ``size`` counts the block's bytes from the marker's first."""
@@ -238,21 +244,21 @@ class EventBlock(Event):
     block_cap: int
 
 
-@event(19, "t", "User message", "{message}")
+@event("{message}")
 @dataclass
 class UserMessage(Event):
     __slots__ = ("message",)
     message: str
 
 
-@event(58, "t", "User marker", "marker: {marker}")
+@event("marker: {marker}")
 @dataclass
 class UserMarker(Event):
     __slots__ = ("marker",)
     marker: str
 
 
-@event(181, "y", "User binary message", "binary message")
+@event("binary message")
 @dataclass
 class UserBinaryMessage(Event):
     __slots__ = ("data",)
@@ -265,58 +271,55 @@ class UserBinaryMessage(Event):
 # -- garbage collection -----------------------------------------------------
 
 
-@event(9, "", "Starting GC", "starting GC")
+@event("starting GC")
 @dataclass
 class StartGC(Event):
     __slots__ = ()
 
 
-@event(10, "", "Finished GC", "finished GC")
+@event("finished GC")
 @dataclass
 class EndGC(Event):
     __slots__ = ()
 
 
-@event(11, "", "Request sequential GC", "requesting sequential GC")
+@event("requesting sequential GC")
 @dataclass
 class RequestSeqGC(Event):
     __slots__ = ()
 
 
-@event(12, "", "Request parallel GC", "requesting parallel GC")
+@event("requesting parallel GC")
 @dataclass
 class RequestParGC(Event):
     __slots__ = ()
 
 
-@event(20, "", "GC idle", "GC idle")
+@event("GC idle")
 @dataclass
 class GCIdle(Event):
     __slots__ = ()
 
 
-@event(21, "", "GC working", "GC working")
+@event("GC working")
 @dataclass
 class GCWork(Event):
     __slots__ = ()
 
 
-@event(22, "", "GC done", "GC done")
+@event("GC done")
 @dataclass
 class GCDone(Event):
     __slots__ = ()
 
 
-@event(54, "", "Synchronise stop-the-world GC", "all caps stopped for GC")
+@event("all caps stopped for GC")
 @dataclass
 class GlobalSyncGC(Event):
     __slots__ = ()
 
 
 @event(
-    53,
-    "IHQQQIQQQ",
-    "GC statistics",
     "GC stats for heap capset {heap_capset}: generation {generation}, {copied} bytes copied, "
     "{slop} bytes slop, {frag} bytes fragmentation, {par_n_threads} par threads, "
     "{par_max_copied} bytes max par copied, {par_tot_copied} bytes total par copied, "
@@ -352,7 +355,7 @@ class GCStatsGHC(Event):
 # -- heap -------------------------------------------------------------------
 
 
-@event(49, "IQ", "Total heap mem ever allocated", "allocated on heap capset {heap_capset}: {bytes} total bytes till now")
+@event("allocated on heap capset {heap_capset}: {bytes} total bytes till now")
 @dataclass
 class HeapAllocated(Event):
     __slots__ = ("heap_capset", "bytes")
@@ -360,7 +363,7 @@ class HeapAllocated(Event):
     bytes: int
 
 
-@event(50, "IQ", "Current heap size", "size of heap capset {heap_capset}: {bytes} bytes")
+@event("size of heap capset {heap_capset}: {bytes} bytes")
 @dataclass
 class HeapSize(Event):
     __slots__ = ("heap_capset", "bytes")
@@ -368,7 +371,7 @@ class HeapSize(Event):
     bytes: int
 
 
-@event(51, "IQ", "Current heap live data", "live data in heap capset {heap_capset}: {bytes} bytes")
+@event("live data in heap capset {heap_capset}: {bytes} bytes")
 @dataclass
 class HeapLive(Event):
     __slots__ = ("heap_capset", "bytes")
@@ -377,9 +380,6 @@ class HeapLive(Event):
 
 
 @event(
-    52,
-    "IHQQQQ",
-    "Heap static parameters",
     "heap stats for heap capset {heap_capset}: generations {generations}, {max_heap_size} bytes max heap size, "
     "{alloc_area_size} bytes alloc area size, {mblock_size} bytes mblock size, {block_size} bytes block size",
 )
@@ -394,7 +394,7 @@ class HeapInfoGHC(Event):
     block_size: int
 
 
-@event(90, "IIII", "Memory return statistics", "memory returned in capset {heap_capset}: current {current} mblocks, needed {needed}, returned {returned}")
+@event("memory returned in capset {heap_capset}: current {current} mblocks, needed {needed}, returned {returned}")
 @dataclass
 class MemReturn(Event):
     __slots__ = ("heap_capset", "current", "needed", "returned")
@@ -404,7 +404,7 @@ class MemReturn(Event):
     returned: int
 
 
-@event(91, "IQ", "Size of the heap in blocks", "blocks size of heap capset {heap_capset}: {bytes} bytes")
+@event("blocks size of heap capset {heap_capset}: {bytes} bytes")
 @dataclass
 class BlocksSize(Event):
     __slots__ = ("heap_capset", "bytes")
@@ -423,35 +423,35 @@ def _haskell_list(items: Tuple[str, ...]) -> str:
 CAPSET_TYPES = {0: "CapsetUnknown", 1: "CapsetCustom", 2: "CapsetOsProcess", 3: "CapsetClockDomain"}
 
 
-@event(45, "H", "Create capability", "created cap {new_cap}")
+@event("created cap {new_cap}")
 @dataclass
 class CapCreate(Event):
     __slots__ = ("new_cap",)
     new_cap: int
 
 
-@event(46, "H", "Delete capability", "deleted cap {old_cap}")
+@event("deleted cap {old_cap}")
 @dataclass
 class CapDelete(Event):
     __slots__ = ("old_cap",)
     old_cap: int
 
 
-@event(47, "H", "Disable capability", "disabled cap {target_cap}")
+@event("disabled cap {target_cap}")
 @dataclass
 class CapDisable(Event):
     __slots__ = ("target_cap",)
     target_cap: int
 
 
-@event(48, "H", "Enable capability", "enabled cap {target_cap}")
+@event("enabled cap {target_cap}")
 @dataclass
 class CapEnable(Event):
     __slots__ = ("target_cap",)
     target_cap: int
 
 
-@event(25, "IH", "Create capability set", "created capset {capset}")
+@event("created capset {capset}")
 @dataclass
 class CapsetCreate(Event):
     __slots__ = ("capset", "capset_type")
@@ -463,14 +463,14 @@ class CapsetCreate(Event):
         return f"created capset {self.capset} of type {kind}"
 
 
-@event(26, "I", "Delete capability set", "deleted capset {capset}")
+@event("deleted capset {capset}")
 @dataclass
 class CapsetDelete(Event):
     __slots__ = ("capset",)
     capset: int
 
 
-@event(27, "IH", "Add capability to capability set", "assigned cap {cap_no} to capset {capset}")
+@event("assigned cap {cap_no} to capset {capset}")
 @dataclass
 class CapsetAssignCap(Event):
     __slots__ = ("capset", "cap_no")
@@ -478,7 +478,7 @@ class CapsetAssignCap(Event):
     cap_no: int
 
 
-@event(28, "IH", "Remove capability from capability set", "removed cap {cap_no} from capset {capset}")
+@event("removed cap {cap_no} from capset {capset}")
 @dataclass
 class CapsetRemoveCap(Event):
     __slots__ = ("capset", "cap_no")
@@ -489,7 +489,7 @@ class CapsetRemoveCap(Event):
 # -- process and runtime information ----------------------------------------
 
 
-@event(29, "It", "RTS name and version", 'capset {capset}: RTS version "{rts_ident}"')
+@event('capset {capset}: RTS version "{rts_ident}"')
 @dataclass
 class RtsIdentifier(Event):
     __slots__ = ("capset", "rts_ident")
@@ -497,7 +497,7 @@ class RtsIdentifier(Event):
     rts_ident: str
 
 
-@event(30, "IS", "Program arguments", "capset {capset}: args: {args}")
+@event("capset {capset}: args: {args}")
 @dataclass
 class ProgramArgs(Event):
     __slots__ = ("capset", "args")
@@ -508,7 +508,7 @@ class ProgramArgs(Event):
         return f"capset {self.capset}: args: {_haskell_list(self.args)}"
 
 
-@event(31, "IS", "Program environment variables", "capset {capset}: env: {env}")
+@event("capset {capset}: env: {env}")
 @dataclass
 class ProgramEnv(Event):
     __slots__ = ("capset", "env")
@@ -519,7 +519,7 @@ class ProgramEnv(Event):
         return f"capset {self.capset}: env: {_haskell_list(self.env)}"
 
 
-@event(32, "II", "Process ID", "capset {capset}: pid {pid}")
+@event("capset {capset}: pid {pid}")
 @dataclass
 class OsProcessPid(Event):
     __slots__ = ("capset", "pid")
@@ -527,7 +527,7 @@ class OsProcessPid(Event):
     pid: int
 
 
-@event(33, "II", "Parent process ID", "capset {capset}: parent pid {ppid}")
+@event("capset {capset}: parent pid {ppid}")
 @dataclass
 class OsProcessParentPid(Event):
     __slots__ = ("capset", "ppid")
@@ -535,7 +535,7 @@ class OsProcessParentPid(Event):
     ppid: int
 
 
-@event(43, "IQI", "Wall clock time", "capset {capset}: wall clock time {sec}s {nsec}ns (unix epoch)")
+@event("capset {capset}: wall clock time {sec}s {nsec}ns (unix epoch)")
 @dataclass
 class WallClockTime(Event):
     __slots__ = ("capset", "sec", "nsec")
@@ -547,7 +547,7 @@ class WallClockTime(Event):
 # -- tasks (OS threads of the GHC runtime) ----------------------------------
 
 
-@event(55, "QHQ", "Task create", "task 0x{task_id:x} created on cap {cap_no} with OS kernel thread {tid}")
+@event("task 0x{task_id:x} created on cap {cap_no} with OS kernel thread {tid}")
 @dataclass
 class TaskCreate(Event):
     __slots__ = ("task_id", "cap_no", "tid")
@@ -556,7 +556,7 @@ class TaskCreate(Event):
     tid: int
 
 
-@event(56, "QHH", "Task migrate", "task 0x{task_id:x} migrated from cap {cap_no} to cap {new_cap}")
+@event("task 0x{task_id:x} migrated from cap {cap_no} to cap {new_cap}")
 @dataclass
 class TaskMigrate(Event):
     __slots__ = ("task_id", "cap_no", "new_cap")
@@ -565,7 +565,7 @@ class TaskMigrate(Event):
     new_cap: int
 
 
-@event(57, "Q", "Task delete", "task 0x{task_id:x} deleted")
+@event("task 0x{task_id:x} deleted")
 @dataclass
 class TaskDelete(Event):
     __slots__ = ("task_id",)
@@ -576,9 +576,6 @@ class TaskDelete(Event):
 
 
 @event(
-    34,
-    "QQQQQQQ",
-    "Spark counters",
     "spark stats: {created} created, {converted} converted, {remaining} remaining "
     "({overflowed} overflowed, {dud} dud, {gcd} GC'd, {fizzled} fizzled)",
 )
@@ -594,50 +591,50 @@ class SparkCounters(Event):
     remaining: int
 
 
-@event(35, "", "Spark create", "spark created")
+@event("spark created")
 @dataclass
 class SparkCreate(Event):
     __slots__ = ()
 
 
-@event(36, "", "Spark dud", "dud spark discarded")
+@event("dud spark discarded")
 @dataclass
 class SparkDud(Event):
     __slots__ = ()
 
 
-@event(37, "", "Spark overflow", "overflowed spark discarded")
+@event("overflowed spark discarded")
 @dataclass
 class SparkOverflow(Event):
     __slots__ = ()
 
 
-@event(38, "", "Spark run", "running a local spark")
+@event("running a local spark")
 @dataclass
 class SparkRun(Event):
     __slots__ = ()
 
 
-@event(39, "H", "Spark steal", "stealing a spark from cap {victim_cap}")
+@event("stealing a spark from cap {victim_cap}")
 @dataclass
 class SparkSteal(Event):
     __slots__ = ("victim_cap",)
     victim_cap: int
 
 
-@event(40, "", "Spark fizzle", "spark fizzled")
+@event("spark fizzled")
 @dataclass
 class SparkFizzle(Event):
     __slots__ = ()
 
 
-@event(41, "", "Spark GC", "spark GCed")
+@event("spark GCed")
 @dataclass
 class SparkGC(Event):
     __slots__ = ()
 
 
-@event(59, "", "Empty event for bug #9003", "empty event for bug #9003")
+@event("empty event for bug #9003")
 @dataclass
 class HackBugT9003(Event):
     __slots__ = ()
@@ -646,12 +643,7 @@ class HackBugT9003(Event):
 # -- heap and time profiling ------------------------------------------------
 
 
-@event(
-    160,
-    "BQIsssssss",
-    "Start of heap profile",
-    "start heap profiling {heap_prof_id} at sampling period {sampling_period} broken down by {breakdown}",
-)
+@event("start heap profiling {heap_prof_id} at sampling period {sampling_period} broken down by {breakdown}")
 @dataclass
 class HeapProfBegin(Event):
     BREAKDOWNS: ClassVar[Dict[int, str]] = {
@@ -693,7 +685,7 @@ class HeapProfBegin(Event):
         return f"start heap profiling {self.heap_prof_id} at sampling period {self.sampling_period} broken down by {by}"
 
 
-@event(161, "IsssB", "Cost center definition", "cost centre {cost_centre_id} {label} in {module} at {srcloc}")
+@event("cost centre {cost_centre_id} {label} in {module} at {srcloc}")
 @dataclass
 class HeapProfCostCentre(Event):
     __slots__ = ("cost_centre_id", "label", "module", "srcloc", "flags")
@@ -704,14 +696,14 @@ class HeapProfCostCentre(Event):
     flags: int
 
 
-@event(162, "Q", "Start of heap profile sample", "start heap prof sample {era}")
+@event("start heap prof sample {era}")
 @dataclass
 class HeapProfSampleBegin(Event):
     __slots__ = ("era",)
     era: int
 
 
-@event(163, "BQa", "Heap profile cost-centre sample", "heap prof sample {heap_prof_id}, residency {residency}, cost centre stack {stack}")
+@event("heap prof sample {heap_prof_id}, residency {residency}, cost centre stack {stack}")
 @dataclass
 class HeapProfSampleCostCentre(Event):
     __slots__ = ("heap_prof_id", "residency", "stack")
@@ -724,7 +716,7 @@ class HeapProfSampleCostCentre(Event):
         return f"heap prof sample {self.heap_prof_id}, residency {self.residency}, cost centre stack {stack}"
 
 
-@event(164, "BQs", "Heap profile string sample", "heap prof sample {heap_prof_id}, residency {residency}, label {label}")
+@event("heap prof sample {heap_prof_id}, residency {residency}, label {label}")
 @dataclass
 class HeapProfSampleString(Event):
     __slots__ = ("heap_prof_id", "residency", "label")
@@ -733,14 +725,14 @@ class HeapProfSampleString(Event):
     label: str
 
 
-@event(165, "Q", "End of heap profile sample", "end prof sample {era}")
+@event("end prof sample {era}")
 @dataclass
 class HeapProfSampleEnd(Event):
     __slots__ = ("era",)
     era: int
 
 
-@event(166, "QQ", "Start of heap profile (biographical) sample", "start heap prof (biographical) sample {era} at {sample_ts}")
+@event("start heap prof (biographical) sample {era} at {sample_ts}")
 @dataclass
 class HeapBioProfSampleBegin(Event):
     __slots__ = ("era", "sample_ts")
@@ -748,7 +740,7 @@ class HeapBioProfSampleBegin(Event):
     sample_ts: int
 
 
-@event(167, "IQa", "Time profile cost-centre stack", "cap {capability} tick {ticks}: cost centre stack {stack}")
+@event("cap {capability} tick {ticks}: cost centre stack {stack}")
 @dataclass
 class ProfSampleCostCentre(Event):
     __slots__ = ("capability", "ticks", "stack")
@@ -760,19 +752,14 @@ class ProfSampleCostCentre(Event):
         return f"cap {self.capability} tick {self.ticks}: cost centre stack {', '.join(map(str, self.stack))}"
 
 
-@event(168, "Q", "Start of a time profile", "start time profiling, tick interval {tick_interval} ns")
+@event("start time profiling, tick interval {tick_interval} ns")
 @dataclass
 class ProfBegin(Event):
     __slots__ = ("tick_interval",)
     tick_interval: int
 
 
-@event(
-    169,
-    "Qssssss",
-    "An IPE entry",
-    "info table 0x{info_ptr:x} {table_name} ({closure_desc}, {ty_desc}, {label}) in {module} at {srcloc}",
-)
+@event("info table 0x{info_ptr:x} {table_name} ({closure_desc}, {ty_desc}, {label}) in {module} at {srcloc}")
 @dataclass
 class InfoTableProv(Event):
     __slots__ = ("info_ptr", "table_name", "closure_desc", "ty_desc", "label", "module", "srcloc")
@@ -788,44 +775,44 @@ class InfoTableProv(Event):
 # -- non-moving collector ---------------------------------------------------
 
 
-@event(200, "", "Begin concurrent mark phase", "concurrent mark began")
+@event("concurrent mark began")
 @dataclass
 class ConcMarkBegin(Event):
     __slots__ = ()
 
 
-@event(201, "I", "End concurrent mark phase", "concurrent mark ended: {marked_objects} objects marked")
+@event("concurrent mark ended: {marked_objects} objects marked")
 @dataclass
 class ConcMarkEnd(Event):
     __slots__ = ("marked_objects",)
     marked_objects: int
 
 
-@event(202, "", "Begin concurrent GC synchronisation", "post-mark synchronization began")
+@event("post-mark synchronization began")
 @dataclass
 class ConcSyncBegin(Event):
     __slots__ = ()
 
 
-@event(203, "", "End concurrent GC synchronisation", "post-mark synchronization ended")
+@event("post-mark synchronization ended")
 @dataclass
 class ConcSyncEnd(Event):
     __slots__ = ()
 
 
-@event(204, "", "Begin concurrent sweep", "concurrent sweep began")
+@event("concurrent sweep began")
 @dataclass
 class ConcSweepBegin(Event):
     __slots__ = ()
 
 
-@event(205, "", "End concurrent sweep", "concurrent sweep ended")
+@event("concurrent sweep ended")
 @dataclass
 class ConcSweepEnd(Event):
     __slots__ = ()
 
 
-@event(206, "H", "Update remembered set flushed", "update remembered set flushed by cap {flushed_cap}")
+@event("update remembered set flushed by cap {flushed_cap}")
 @dataclass
 class ConcUpdRemSetFlush(Event):
     __slots__ = ("flushed_cap",)
@@ -833,9 +820,6 @@ class ConcUpdRemSetFlush(Event):
 
 
 @event(
-    207,
-    "BIII",
-    "Nonmoving heap census",
     "nonmoving heap census {log_block_size}: {active_segs} active segments, "
     "{filled_segs} filled segments, {live_blocks} live blocks",
 )
@@ -865,7 +849,7 @@ class NonmovingHeapCensus(Event):
 # -- ticky counters ---------------------------------------------------------
 
 
-@event(211, "QQQQ", "Ticky-ticky entry counter sample", "ticky counter {ctr_id}: {entries} entries, {allocs} allocs, {allocd} allocd")
+@event("ticky counter {ctr_id}: {entries} entries, {allocs} allocs, {allocd} allocd")
 @dataclass
 class TickyCounterSample(Event):
     __slots__ = ("ctr_id", "entries", "allocs", "allocd")
@@ -875,7 +859,7 @@ class TickyCounterSample(Event):
     allocd: int
 
 
-@event(212, "", "Ticky-ticky entry counter begin sample", "ticky begin counter sample")
+@event("ticky begin counter sample")
 @dataclass
 class TickyBeginSample(Event):
     __slots__ = ()
@@ -887,7 +871,7 @@ class TickyBeginSample(Event):
 # is also the GHC thread id used in CreateThread/StopThread/ThreadLabel.
 
 
-@event(0x1000, "IQ", "lpm: Python thread info", "thread {thread} is native thread {native_id}")
+@event("thread {thread} is native thread {native_id}")
 @dataclass
 class PyThreadInfo(Event):
     __slots__ = ("thread", "native_id")
@@ -895,7 +879,7 @@ class PyThreadInfo(Event):
     native_id: int
 
 
-@event(0x1001, "IQ", "lpm: Python thread CPU time", "thread {thread} has used {cpu_ns} ns of CPU")
+@event("thread {thread} has used {cpu_ns} ns of CPU")
 @dataclass
 class PyThreadCpu(Event):
     __slots__ = ("thread", "cpu_ns")
@@ -903,7 +887,7 @@ class PyThreadCpu(Event):
     cpu_ns: int
 
 
-@event(0x1002, "HQQ", "lpm: Python GC collection", "python GC of generation {generation}: {collected} collected, {uncollectable} uncollectable")
+@event("python GC of generation {generation}: {collected} collected, {uncollectable} uncollectable")
 @dataclass
 class PyGcCollection(Event):
     __slots__ = ("generation", "collected", "uncollectable")
@@ -912,12 +896,7 @@ class PyGcCollection(Event):
     uncollectable: int
 
 
-@event(
-    0x1003,
-    "QQQQ",
-    "lpm: Python heap figures",
-    "python heap: rss {rss} bytes, {allocated_blocks} blocks, traced {traced_current} bytes (peak {traced_peak})",
-)
+@event("python heap: rss {rss} bytes, {allocated_blocks} blocks, traced {traced_current} bytes (peak {traced_peak})")
 @dataclass
 class PyHeap(Event):
     __slots__ = ("rss", "allocated_blocks", "traced_current", "traced_peak")
@@ -927,7 +906,7 @@ class PyHeap(Event):
     traced_peak: int
 
 
-@event(0x1004, "IIss", "lpm: Python code object", "code {code} is {name} at {filename}:{first_line}")
+@event("code {code} is {name} at {filename}:{first_line}")
 @dataclass
 class PyCode(Event):
     __slots__ = ("code", "first_line", "name", "filename")
@@ -937,7 +916,7 @@ class PyCode(Event):
     filename: str
 
 
-@event(0x1005, "Ii", "lpm: Python stack sample", "sample of thread {thread}: {frames}")
+@event("sample of thread {thread}: {frames}")
 @dataclass
 class PySample(Event):
     """``frames`` are code numbers from PyCode events, innermost first."""
@@ -947,7 +926,7 @@ class PySample(Event):
     frames: Tuple[int, ...]
 
 
-@event(0x1006, "Qt", "lpm: span begin", "span {span} begins: {name}")
+@event("span {span} begins: {name}")
 @dataclass
 class PySpanBegin(Event):
     __slots__ = ("span", "name")
@@ -955,14 +934,14 @@ class PySpanBegin(Event):
     name: str
 
 
-@event(0x1007, "Q", "lpm: span end", "span {span} ends")
+@event("span {span} ends")
 @dataclass
 class PySpanEnd(Event):
     __slots__ = ("span",)
     span: int
 
 
-@event(0x1008, "dt", "lpm: counter", "counter {name} = {value}")
+@event("counter {name} = {value}")
 @dataclass
 class PyCounter(Event):
     __slots__ = ("value", "name")
@@ -970,12 +949,7 @@ class PyCounter(Event):
     name: str
 
 
-@event(
-    0x1009,
-    "IQQQ",
-    "lpm: data loss",
-    "thread {thread} lost {count} events ({bytes} bytes) from sequence number {first_seq}",
-)
+@event("thread {thread} lost {count} events ({bytes} bytes) from sequence number {first_seq}")
 @dataclass
 class PyDataLoss(Event):
     __slots__ = ("thread", "first_seq", "count", "bytes")
@@ -985,7 +959,7 @@ class PyDataLoss(Event):
     bytes: int
 
 
-@event(0x100A, "IQ", "lpm: sequence point", "thread {thread} has produced {seq} events")
+@event("thread {thread} has produced {seq} events")
 @dataclass
 class PySeqPoint(Event):
     __slots__ = ("thread", "seq")
@@ -993,14 +967,14 @@ class PySeqPoint(Event):
     seq: int
 
 
-@event(0x100B, "I", "lpm: generation", "generation {generation} begins")
+@event("generation {generation} begins")
 @dataclass
 class PyGeneration(Event):
     __slots__ = ("generation",)
     generation: int
 
 
-@event(0x100C, "st", "lpm: interpreter setting", "setting {key} = {value}")
+@event("setting {key} = {value}")
 @dataclass
 class PySetting(Event):
     __slots__ = ("key", "value")
@@ -1008,7 +982,7 @@ class PySetting(Event):
     value: str
 
 
-@event(0x100D, "IQ", "lpm: block info", "block of thread {thread} from sequence number {first_seq}")
+@event("block of thread {thread} from sequence number {first_seq}")
 @dataclass
 class PyBlockInfo(Event):
     """Second event of every block a leech writes: whose buffer it is, and the
@@ -1027,6 +1001,9 @@ def _check_ranges() -> None:
             raise TypeError(f"{cls.__name__}: id {id:#x} is on the wrong side of the lpm id range")
     if EVENT_TYPES[BLOCK_MARKER_ID] is not EventBlock:
         raise TypeError("id 18 must be the block marker")
+    missing = [name for _, name, _, _ in catalog.TYPES if catalog.BY_NAME[name][0] not in EVENT_TYPES]
+    if missing or len(catalog.BY_NAME) != len(catalog.TYPES):
+        raise TypeError(f"catalog entries without a class, or names used twice: {missing}")
 
 
 _check_ranges()

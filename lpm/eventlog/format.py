@@ -35,7 +35,10 @@ layout uses a new field code.
 from __future__ import annotations
 
 import struct
-from typing import Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays out of profiled programs (see catalog.py)
+    from typing import Final, Iterable
 
 HEADER_BEGIN: Final = b"hdrb"
 HEADER_END: Final = b"hdre"
@@ -90,3 +93,14 @@ SIZE_QUIRKS: Final[dict[tuple[int, int], int]] = {
     (55, 14): 18,
     (212, 32): 0,
 }
+
+
+def encode_header(types: Iterable[tuple[int, int, str, bytes]]) -> bytes:
+    """``hdrb hetb (etb ...)* hete hdre datb``, everything before the first event,
+    from (id, declared size, description, extra) per type."""
+    parts = [HEADER_BEGIN, HET_BEGIN]
+    for type_id, size, description, extra in sorted(types):
+        desc = description.encode("utf-8")
+        parts += [ET_HEAD.pack(ET_BEGIN, type_id, size, len(desc)), desc, U32.pack(len(extra)), extra, ET_END]
+    parts += [HET_END, HEADER_END, DATA_BEGIN]
+    return b"".join(parts)

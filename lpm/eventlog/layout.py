@@ -21,9 +21,14 @@ payloads GHC defines as bytes (binary user messages).
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Sequence, Union
 
-Value = Union[int, float, str, bytes, "tuple[str, ...]", "tuple[int, ...]"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays out of profiled programs (see catalog.py)
+    from typing import Any, Callable, Sequence, Union
+
+    Value = Union[int, float, str, bytes, "tuple[str, ...]", "tuple[int, ...]"]
+else:
+    Value = object  # only annotations name it, and they are not evaluated
 
 _FIXED = "BHIQqd"
 _TAILS = "tySi"  # codes that consume the rest of the payload, so must come last

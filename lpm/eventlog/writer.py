@@ -38,16 +38,7 @@ class EventType:
 
 def encode_header(types: Iterable[EventType]) -> bytes:
     """``hdrb hetb (etb ...)* hete hdre datb``: everything before the first event."""
-    parts = [fmt.HEADER_BEGIN, fmt.HET_BEGIN]
-    for et in sorted(types, key=lambda t: t.id):
-        desc = et.description.encode("utf-8")
-        parts.append(fmt.ET_HEAD.pack(fmt.ET_BEGIN, et.id, et.size, len(desc)))
-        parts.append(desc)
-        parts.append(fmt.U32.pack(len(et.extra)))
-        parts.append(et.extra)
-        parts.append(fmt.ET_END)
-    parts += [fmt.HET_END, fmt.HEADER_END, fmt.DATA_BEGIN]
-    return b"".join(parts)
+    return fmt.encode_header((t.id, t.size, t.description, t.extra) for t in types)
 
 
 class EventLogWriter:

@@ -12,19 +12,19 @@ from __future__ import annotations
 import atexit
 import gc
 import importlib
-import logging
 import os
 import threading
-from typing import Any
 
 from ..errors import LeechError
-from ..eventlog.writer import EventLogWriter
+from ..eventlog import catalog
 from .config import LeechConfig, from_environment
 from .monitor import Monitor
 from .paths import FifoPair, make_fifos
 from .sink import Sink
 
-log = logging.getLogger("lpm.leech")
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
+    from typing import Any
 
 #: Which implementation the last start() chose: "native" or "python".
 IMPLEMENTATION: str | None = None
@@ -41,7 +41,7 @@ class Leech:
             data_path, control_path = self.fifos.data, self.fifos.control
         self.data_path = data_path
         self.control_path = control_path
-        header = EventLogWriter().header()
+        header = catalog.header()
         self.sink = make_sink(config, header, data_path, control_path, self._on_connect)
         self.monitor = Monitor(self.sink)
         self.pid = os.getpid()
@@ -82,7 +82,9 @@ def make_sink(
             # (a missing symbol is an AttributeError); "auto" must still run.
             if config.implementation == "native":
                 raise LeechError(f"the native leech is not available: {err}") from None
-            log.info("native leech unavailable, using the Python one: %s", err)
+            import logging  # only now: the logging package is large, and stays in memory
+
+            logging.getLogger("lpm.leech").info("native leech unavailable, using the Python one: %s", err)
     from .pure import PureSink
 
     IMPLEMENTATION = "python"

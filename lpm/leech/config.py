@@ -8,45 +8,81 @@ precedence.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping
 
 from ..errors import LeechError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
+    from typing import Any, Mapping
 
-@dataclass(frozen=True)
+#: Every setting, in the order __init__ takes them.
+FIELDS = (
+    "sample_rate",
+    "heap_interval",
+    "flush_interval",
+    "generation_interval",
+    "budget",
+    "buffer_size",
+    "stop_timeout",
+    "directory",
+    "fixed_clock",
+    "implementation",
+)
+
+
 class LeechConfig:
-    sample_rate: float = 100.0
-    """Stack samples per second of every thread; 0 turns sampling off."""
+    """A leech's settings, checked when made.  (A plain class, not a dataclass,
+    so a profiled program does not import ``dataclasses``: see
+    lpm/eventlog/catalog.py.)
 
-    heap_interval: float = 1.0
-    """Seconds between heap figures (RSS, blocks, tracemalloc) and per-thread CPU times."""
+    Attributes:
+        sample_rate: stack samples per second of every thread; 0 turns sampling off.
+        heap_interval: seconds between heap figures (RSS, blocks, tracemalloc)
+            and per-thread CPU times.
+        flush_interval: seconds between flushes of partly filled buffers, so
+            quiet threads stay live; 0: only full buffers.
+        generation_interval: seconds between generations (thread status,
+            settings and sequence points re-sent); 0: never.
+        budget: bytes of event buffers in all; when they are all in use, new
+            events are dropped and counted.
+        buffer_size: bytes of one thread buffer (the unit taken from and
+            returned to the budget).
+        stop_timeout: seconds stop() waits for a slow reader to take the last
+            events before giving up on them.
+        directory: where the FIFOs go; default: $LPM_DIR, $XDG_RUNTIME_DIR/lpm
+            or <tmp>/lpm-<uid>.
+        fixed_clock: every timestamp is this value (for tests that compare
+            bytes); None: the real clock.
+        implementation: "native", "python" or "auto" (native when it loads;
+            LPM_PUREPYTHON=1 forces python).
+    """
 
-    flush_interval: float = 0.010
-    """Seconds between flushes of partly filled buffers, so quiet threads stay live; 0: only full buffers."""
+    __slots__ = FIELDS
 
-    generation_interval: float = 5.0
-    """Seconds between generations: thread status, settings and sequence points re-sent; 0: never."""
-
-    budget: int = 4 << 20
-    """Bytes of event buffers in all; when they are all in use, new events are dropped and counted."""
-
-    buffer_size: int = 16 << 10
-    """Bytes of one thread buffer (the unit taken from and returned to the budget)."""
-
-    stop_timeout: float = 2.0
-    """Seconds stop() waits for a slow reader to take the last events before giving up on them."""
-
-    directory: str | None = None
-    """Where the FIFOs go; default: $LPM_DIR, $XDG_RUNTIME_DIR/lpm or <tmp>/lpm-<uid>."""
-
-    fixed_clock: int | None = None
-    """Every timestamp is this value (for tests that compare bytes); None: the real clock."""
-
-    implementation: str = "auto"
-    """"native", "python" or "auto" (native when it loads; LPM_PUREPYTHON=1 forces python)."""
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        sample_rate: float = 100.0,
+        heap_interval: float = 1.0,
+        flush_interval: float = 0.010,
+        generation_interval: float = 5.0,
+        budget: int = 4 << 20,
+        buffer_size: int = 16 << 10,
+        stop_timeout: float = 2.0,
+        directory: str | None = None,
+        fixed_clock: int | None = None,
+        implementation: str = "auto",
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.heap_interval = heap_interval
+        self.flush_interval = flush_interval
+        self.generation_interval = generation_interval
+        self.budget = budget
+        self.buffer_size = buffer_size
+        self.stop_timeout = stop_timeout
+        self.directory = directory
+        self.fixed_clock = fixed_clock
+        self.implementation = implementation
         if self.sample_rate < 0 or self.sample_rate > 10_000:
             raise LeechError(f"sample_rate {self.sample_rate} is outside 0..10000 per second")
         for name in ("heap_interval", "flush_interval", "generation_interval", "stop_timeout"):
@@ -58,6 +94,23 @@ class LeechConfig:
             raise LeechError(f"budget {self.budget} must hold at least two buffers of {self.buffer_size} bytes")
         if self.implementation not in ("auto", "native", "python"):
             raise LeechError(f"implementation {self.implementation!r} is not auto, native or python")
+
+    def values(self) -> dict[str, Any]:
+        """Every setting by name."""
+        return {name: getattr(self, name) for name in FIELDS}
+
+    def replace(self, **changes: Any) -> LeechConfig:
+        """A copy with ``changes``, checked again."""
+        return LeechConfig(**{**self.values(), **changes})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LeechConfig) and self.values() == other.values()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.values().items()))
+
+    def __repr__(self) -> str:
+        return "LeechConfig(" + ", ".join(f"{k}={v!r}" for k, v in self.values().items()) + ")"
 
     @property
     def buffers(self) -> int:
@@ -72,27 +125,27 @@ def from_environment(env: Mapping[str, str] | None = None, **overrides: Any) -> 
     """Defaults, then ``LPM_*`` variables, then ``overrides`` that are not None."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
-    for f in fields(LeechConfig):
-        raw = env.get("LPM_" + f.name.upper())
+    for name in FIELDS:
+        raw = env.get("LPM_" + name.upper())
         if raw is None or raw == "":
             continue
-        kind = type(getattr(_DEFAULTS, f.name))
+        kind = type(getattr(_DEFAULTS, name))
         try:
-            if f.name in ("directory", "implementation"):
-                values[f.name] = raw
-            elif f.name == "fixed_clock" or kind is int:
-                values[f.name] = int(raw, 0)
+            if name in ("directory", "implementation"):
+                values[name] = raw
+            elif name == "fixed_clock" or kind is int:
+                values[name] = int(raw, 0)
             else:
-                values[f.name] = float(raw)
+                values[name] = float(raw)
         except ValueError:
-            raise LeechError(f"LPM_{f.name.upper()}={raw!r} is not a valid {f.name}") from None
+            raise LeechError(f"LPM_{name.upper()}={raw!r} is not a valid {name}") from None
     if env.get("LPM_PUREPYTHON"):
         values["implementation"] = "python"
     values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(values) - {f.name for f in fields(LeechConfig)}
+    unknown = set(values) - set(FIELDS)
     if unknown:
         raise LeechError(f"unknown leech settings: {', '.join(sorted(unknown))}")
-    return replace(_DEFAULTS, **values)
+    return _DEFAULTS.replace(**values)
 
 
 __all__ = ["LeechConfig", "from_environment"]

@@ -28,15 +28,13 @@ privileges; its rate is bounded by the GIL switch interval.
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 import time
 from types import CodeType, FrameType
 
 import _tracemalloc  # the builtin half of tracemalloc: no import cost
-from ..eventlog import events as ev
-from . import procinfo
+from . import procinfo, wire
 from .sink import Sink
 
 #: Deepest stack a sample records; deeper stacks keep their innermost frames.
@@ -46,8 +44,6 @@ MAX_CODES = 50_000
 #: Seconds between scans for renamed and ended threads (new ones are also
 #: found by the sampler as it meets them).
 THREAD_SCAN = 0.1
-
-log = logging.getLogger("lpm.leech")
 
 COMMANDS = ("pause", "resume", "resend", "rate HZ", "heap-interval SECONDS")
 
@@ -125,7 +121,9 @@ class Monitor:
         for line in self.sink.take_commands():
             result = self.command(line)
             if result != "ok":
-                log.warning("control FIFO: %s", result)
+                import logging  # only now: most programs never log here
+
+                logging.getLogger("lpm.leech").warning("control FIFO: %s", result)
 
     def command(self, line: str) -> str:
         """Carry out one control command; returns "ok" or an error text."""
@@ -142,13 +140,13 @@ class Monitor:
                 if not 0 <= rate <= 10_000:
                     return f"error: rate {arg} is outside 0..10000"
                 self.rate = rate
-                self.sink.emit_event(ev.PySetting, "lpm.sample_rate", repr(rate))
+                self.sink.emit_event(wire.PY_SETTING, "lpm.sample_rate", repr(rate))
             elif word == "heap-interval":
                 interval = float(arg)
                 if interval < 0:
                     return f"error: heap interval {arg} is negative"
                 self.heap_interval = interval
-                self.sink.emit_event(ev.PySetting, "lpm.heap_interval", repr(interval))
+                self.sink.emit_event(wire.PY_SETTING, "lpm.heap_interval", repr(interval))
             else:
                 return f"error: unknown command {word!r}; commands are: {', '.join(COMMANDS)}"
         except ValueError:
@@ -161,11 +159,11 @@ class Monitor:
         sink = self.sink
         self.generation += 1
         self._codes.clear()
-        sink.emit_event(ev.PyGeneration, self.generation)
+        sink.emit_event(wire.PY_GENERATION, self.generation)
         for event_class, values in procinfo.process_events(sink, self.rate, self.heap_interval):
             sink.emit_event(event_class, *values)
         for number, seq in sink.sequence_points():
-            sink.emit_event(ev.PySeqPoint, number, seq)
+            sink.emit_event(wire.PY_SEQ_POINT, number, seq)
 
     def _threads(self) -> None:
         """Learn new threads' numbers, announce renames, tell the sink of ends.
@@ -191,7 +189,7 @@ class Monitor:
             if thread is not None and thread.name != name and ident not in self._own:
                 self._known[ident] = (number, thread.name)
                 sink.thread_renamed(ident, thread.name)
-                sink.emit_event(ev.ThreadLabel, number, thread.name)
+                sink.emit_event(wire.THREAD_LABEL, number, thread.name)
             if ident not in frames:
                 sink.thread_gone(ident)
                 del self._known[ident]
@@ -220,10 +218,10 @@ class Monitor:
                     n = len(codes) + 1
                     codes[code] = n
                     name = getattr(code, "co_qualname", code.co_name)
-                    sink.emit_event(ev.PyCode, n, code.co_firstlineno, name, code.co_filename)
+                    sink.emit_event(wire.PY_CODE, n, code.co_firstlineno, name, code.co_filename)
                 stack.append(n)
                 f = f.f_back
-            sink.emit_event(ev.PySample, known[0], tuple(stack))
+            sink.emit_event(wire.PY_SAMPLE, known[0], tuple(stack))
         self.samples += 1
 
     def _heap(self) -> None:
@@ -231,9 +229,9 @@ class Monitor:
         current = peak = 0
         if _tracemalloc.is_tracing():
             current, peak = _tracemalloc.get_traced_memory()
-        sink.emit_event(ev.PyHeap, procinfo.rss_bytes(), sys.getallocatedblocks(), current, peak)
+        sink.emit_event(wire.PY_HEAP, procinfo.rss_bytes(), sys.getallocatedblocks(), current, peak)
         natives = {t.ident: t.native_id or 0 for t in threading.enumerate() if t.ident is not None}
         for ident, (number, _name) in list(self._known.items()):
             cpu = procinfo.thread_cpu_ns(natives.get(ident, 0))
             if cpu is not None:
-                sink.emit_event(ev.PyThreadCpu, number, cpu)
+                sink.emit_event(wire.PY_THREAD_CPU, number, cpu)

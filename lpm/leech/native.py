@@ -24,13 +24,21 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Any, Callable, cast
 
 from .. import _native
 from ..errors import LeechError
 from .config import LeechConfig
 from .pure import BACKOFF, MAX_TEXT
 from .sink import Sink
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
+    from typing import Any, Callable, cast
+else:
+
+    def cast(_type: object, value: object) -> object:
+        return value
+
 
 #: PureSink's writer wakes this often when ``flush_interval`` is 0 (seconds).
 IDLE_TICK = 0.010

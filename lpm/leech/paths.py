@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 
 from ..errors import LeechError
 
@@ -57,12 +56,23 @@ def private_dir(path: str) -> str:
     return path
 
 
-@dataclass(frozen=True)
 class FifoPair:
     """The two FIFOs of one leech."""
 
-    data: str
-    control: str
+    __slots__ = ("data", "control")
+
+    def __init__(self, data: str, control: str) -> None:
+        self.data = data
+        self.control = control
+
+    def __repr__(self) -> str:
+        return f"FifoPair({self.data!r}, {self.control!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FifoPair) and (self.data, self.control) == (other.data, other.control)
+
+    def __hash__(self) -> int:
+        return hash((self.data, self.control))
 
     def remove(self) -> None:
         for path in (self.data, self.control):

@@ -12,12 +12,15 @@ import gc
 import os
 import sys
 import time
-from typing import Any
-
 from .. import __version__
-from ..eventlog import events as ev
+from . import wire
 from .redact import redact_argv, redact_env
 from .sink import Sink
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
+    from ..eventlog.layout import Value
+    from .wire import Kind
 
 CAPSET = 0
 CAPSET_OS_PROCESS = 2
@@ -61,19 +64,19 @@ def settings(sink: Sink, rate: float, heap_interval: float) -> list[tuple[str, s
     return pairs
 
 
-def process_events(sink: Sink, rate: float, heap_interval: float) -> list[tuple[type[ev.Event], tuple[Any, ...]]]:
+def process_events(sink: Sink, rate: float, heap_interval: float) -> list[tuple[Kind, tuple[Value, ...]]]:
     """The events that describe this process, in the order a generation sends them."""
     wall = time.time_ns()
-    out: list[tuple[type[ev.Event], tuple[Any, ...]]] = [
-        (ev.CapsetCreate, (CAPSET, CAPSET_OS_PROCESS)),
-        (ev.RtsIdentifier, (CAPSET, rts_identifier(sink.IMPLEMENTATION))),
-        (ev.ProgramArgs, (CAPSET, tuple(redact_argv(_argv())))),
-        (ev.ProgramEnv, (CAPSET, tuple(redact_env(os.environ)))),
-        (ev.OsProcessPid, (CAPSET, os.getpid())),
-        (ev.OsProcessParentPid, (CAPSET, os.getppid())),
-        (ev.WallClockTime, (CAPSET, wall // 1_000_000_000, wall % 1_000_000_000)),
+    out: list[tuple[Kind, tuple[Value, ...]]] = [
+        (wire.CAPSET_CREATE, (CAPSET, CAPSET_OS_PROCESS)),
+        (wire.RTS_IDENTIFIER, (CAPSET, rts_identifier(sink.IMPLEMENTATION))),
+        (wire.PROGRAM_ARGS, (CAPSET, tuple(redact_argv(_argv())))),
+        (wire.PROGRAM_ENV, (CAPSET, tuple(redact_env(os.environ)))),
+        (wire.OS_PROCESS_PID, (CAPSET, os.getpid())),
+        (wire.OS_PROCESS_PARENT_PID, (CAPSET, os.getppid())),
+        (wire.WALL_CLOCK_TIME, (CAPSET, wall // 1_000_000_000, wall % 1_000_000_000)),
     ]
-    out += [(ev.PySetting, pair) for pair in settings(sink, rate, heap_interval)]
+    out += [(wire.PY_SETTING, pair) for pair in settings(sink, rate, heap_interval)]
     return out
 
 

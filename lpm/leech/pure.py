@@ -62,30 +62,15 @@ import os
 import struct
 import threading
 import time
-from typing import Callable, Deque, Iterator
 
 from ..eventlog import format as fmt
-from ..eventlog.events import (
-    THREAD_FINISHED,
-    CreateThread,
-    EndGC,
-    EventBlock,
-    PyGcCollection,
-    PyBlockInfo,
-    PyThreadInfo,
-    PyCounter,
-    PyDataLoss,
-    PySpanBegin,
-    PySeqPoint,
-    PySpanEnd,
-    StartGC,
-    StopThread,
-    ThreadLabel,
-    UserMarker,
-    UserMessage,
-)
+from . import wire
 from .config import LeechConfig
 from .sink import Sink
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
+    from typing import Callable, Deque, Iterator
 
 HEAD = fmt.EVENT_HEAD
 _HEAD_LEN = struct.Struct(">HQH")
@@ -366,7 +351,7 @@ class PureSink(Sink):
         buf = st.buf
         loss = b""
         if st.lost:
-            loss = _LOSS.pack(PyDataLoss.ID, ts, st.number, st.lost_first, st.lost, st.lost_bytes)
+            loss = _LOSS.pack(wire.PY_DATA_LOSS.ID, ts, st.number, st.lost_first, st.lost, st.lost_bytes)
         need = len(loss) + len(event)
         if buf is None or len(buf.data) + need > self._size:
             if buf is not None:
@@ -413,17 +398,17 @@ class PureSink(Sink):
     def message(self, text: str) -> None:
         raw = clip_text(text)
         ts = self.now()
-        self._emit(_HEAD_LEN.pack(UserMessage.ID, ts, len(raw)) + raw, ts)
+        self._emit(_HEAD_LEN.pack(wire.USER_MESSAGE.ID, ts, len(raw)) + raw, ts)
 
     def marker(self, name: str) -> None:
         raw = clip_text(name)
         ts = self.now()
-        self._emit(_HEAD_LEN.pack(UserMarker.ID, ts, len(raw)) + raw, ts)
+        self._emit(_HEAD_LEN.pack(wire.USER_MARKER.ID, ts, len(raw)) + raw, ts)
 
     def counter(self, name: str, value: float) -> None:
         raw = clip_text(name)
         ts = self.now()
-        self._emit(_HEAD_LEN.pack(PyCounter.ID, ts, 8 + len(raw)) + _COUNTER.pack(value) + raw, ts)
+        self._emit(_HEAD_LEN.pack(wire.PY_COUNTER.ID, ts, 8 + len(raw)) + _COUNTER.pack(value) + raw, ts)
 
     def span_begin(self, name: str) -> int:
         """Open a span; returns its id: the thread number in the high 32 bits."""
@@ -433,23 +418,23 @@ class PureSink(Sink):
         span = (st.number << 32) | (st.seq & 0xFFFFFFFF)
         raw = clip_text(name)
         ts = self.now()
-        self._emit(_HEAD_LEN.pack(PySpanBegin.ID, ts, 8 + len(raw)) + _SPAN_BEGIN.pack(span) + raw, ts)
+        self._emit(_HEAD_LEN.pack(wire.PY_SPAN_BEGIN.ID, ts, 8 + len(raw)) + _SPAN_BEGIN.pack(span) + raw, ts)
         return span
 
     def span_end(self, span: int) -> None:
         ts = self.now()
-        self._emit(_SPAN_END.pack(PySpanEnd.ID, ts, span & 0xFFFFFFFFFFFFFFFF), ts)
+        self._emit(_SPAN_END.pack(wire.PY_SPAN_END.ID, ts, span & 0xFFFFFFFFFFFFFFFF), ts)
 
     def gc_callback(self, phase: str, info: dict[str, int]) -> None:
         """A ``gc.callbacks`` entry: StartGC, then EndGC and PyGcCollection."""
         ts = self.now()
         if phase == "start":
-            self._emit(HEAD.pack(StartGC.ID, ts), ts)
+            self._emit(HEAD.pack(wire.START_GC.ID, ts), ts)
         else:
-            self._emit(HEAD.pack(EndGC.ID, ts), ts)
+            self._emit(HEAD.pack(wire.END_GC.ID, ts), ts)
             gen = info.get("generation", 0)
             payload = _GC.pack(gen, info.get("collected", 0), info.get("uncollectable", 0))
-            self._emit(HEAD.pack(PyGcCollection.ID, ts) + payload, ts)
+            self._emit(HEAD.pack(wire.PY_GC_COLLECTION.ID, ts) + payload, ts)
 
     def stats(self) -> dict[str, int]:
         produced = sum(st.seq for st in list(self._threads.values()))
@@ -630,8 +615,8 @@ class PureSink(Sink):
         data = buf.data
         first_ts = HEAD.unpack_from(data, start)[1]
         size = BLOCK_OVERHEAD + (end - start)
-        out += _MARKER_EVENT.pack(EventBlock.ID, first_ts, size, last_ts, owner.slot)
-        out += _BLOCK_INFO.pack(PyBlockInfo.ID, first_ts, owner.number, buf.flushed_seq)
+        out += _MARKER_EVENT.pack(wire.BLOCK_MARKER.ID, first_ts, size, last_ts, owner.slot)
+        out += _BLOCK_INFO.pack(wire.PY_BLOCK_INFO.ID, first_ts, owner.number, buf.flushed_seq)
         out += data[start:end]
         buf.flushed = end
         buf.flushed_seq = next_seq
@@ -654,10 +639,10 @@ class PureSink(Sink):
         body = bytearray()
         for st in threads:
             label = clip_text(st.name)
-            body += _THREAD.pack(CreateThread.ID, ts, st.number)
-            body += _HEAD_LEN.pack(ThreadLabel.ID, ts, 4 + len(label)) + _THREAD_ID.pack(st.number) + label
-            body += _THREAD_INFO.pack(PyThreadInfo.ID, ts, st.number, st.native_id)
-        out += _MARKER_EVENT.pack(EventBlock.ID, ts, _MARKER_EVENT.size + len(body), ts, fmt.GLOBAL_CAP)
+            body += _THREAD.pack(wire.CREATE_THREAD.ID, ts, st.number)
+            body += _HEAD_LEN.pack(wire.THREAD_LABEL.ID, ts, 4 + len(label)) + _THREAD_ID.pack(st.number) + label
+            body += _THREAD_INFO.pack(wire.PY_THREAD_INFO.ID, ts, st.number, st.native_id)
+        out += _MARKER_EVENT.pack(wire.BLOCK_MARKER.ID, ts, _MARKER_EVENT.size + len(body), ts, fmt.GLOBAL_CAP)
         out += body
 
     def _closing_block(self, out: bytearray, threads: list[_Thread], stop: bool) -> None:
@@ -671,12 +656,12 @@ class PureSink(Sink):
         body = bytearray()
         for st in threads:
             if st.lost:
-                body += _LOSS.pack(PyDataLoss.ID, ts, st.number, st.lost_first, st.lost, st.lost_bytes)
+                body += _LOSS.pack(wire.PY_DATA_LOSS.ID, ts, st.number, st.lost_first, st.lost, st.lost_bytes)
                 st.lost = st.lost_bytes = 0
             if stop:
-                body += _STOP.pack(StopThread.ID, ts, st.number, THREAD_FINISHED, 0)
-            body += _SEQ_POINT.pack(PySeqPoint.ID, ts, st.number, st.seq)
-        out += _MARKER_EVENT.pack(EventBlock.ID, ts, _MARKER_EVENT.size + len(body), ts, fmt.GLOBAL_CAP)
+                body += _STOP.pack(wire.STOP_THREAD.ID, ts, st.number, wire.THREAD_FINISHED, 0)
+            body += _SEQ_POINT.pack(wire.PY_SEQ_POINT.ID, ts, st.number, st.seq)
+        out += _MARKER_EVENT.pack(wire.BLOCK_MARKER.ID, ts, _MARKER_EVENT.size + len(body), ts, fmt.GLOBAL_CAP)
         out += body
 
     def _finish(self) -> None:

@@ -11,7 +11,10 @@ argument.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
+    from typing import Iterable, Mapping
 
 REDACTED = "<redacted>"
 

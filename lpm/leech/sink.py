@@ -7,10 +7,13 @@ Python) and :class:`lpm.leech.native.NativeSink` (``leech.c``).
 from __future__ import annotations
 
 import abc
-from typing import Any
 
-from ..eventlog.events import Event
 from .config import LeechConfig
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
+    from ..eventlog.layout import Value
+    from .wire import Kind
 
 
 class Sink(abc.ABC):
@@ -25,9 +28,9 @@ class Sink(abc.ABC):
     def emit(self, type_id: int, payload: bytes, variable: bool) -> None:
         """An encoded payload of event type ``type_id``, timestamped now."""
 
-    def emit_event(self, cls: type[Event], *values: Any) -> None:
-        """An event of type ``cls`` with these payload values."""
-        self.emit(cls.ID, cls.LAYOUT.encode(values), cls.VARIABLE)
+    def emit_event(self, kind: Kind, *values: Value) -> None:
+        """An event of type ``kind`` with these payload values."""
+        self.emit(kind.ID, kind.LAYOUT.encode(values), kind.VARIABLE)
 
     @abc.abstractmethod
     def message(self, text: str) -> None: ...

@@ -2,21 +2,23 @@
 
 ``lpm_event_table()`` lists every event type the C library writes: id, the
 size a header declares for it, and its class name in lpm/eventlog/events.py.
-The pure twin writes exactly the classes it imports, so the two sets must be
-the same.
+The pure twin writes exactly the :mod:`lpm.leech.wire` kinds whose ids its
+source names, so the two sets must be the same.
 """
 
 from __future__ import annotations
 
 import ctypes
+import inspect
+import re
 
 import pytest
 
 from lpm import _native
 from lpm.errors import LeechError
-from lpm.eventlog import EVENT_TYPES, Event
+from lpm.eventlog import EVENT_TYPES, catalog
 from lpm.eventlog.events import declared_size
-from lpm.leech import pure
+from lpm.leech import pure, wire
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +54,25 @@ def test_ids_are_unique(lib: ctypes.PyDLL) -> None:
 
 
 def test_the_c_library_writes_what_the_pure_leech_writes(lib: ctypes.PyDLL) -> None:
-    written_by_pure = {
-        value.__name__ for value in vars(pure).values() if isinstance(value, type) and issubclass(value, Event)
-    }
+    kinds = set(re.findall(r"wire\.([A-Z_]+)\.ID", inspect.getsource(pure)))
+    written_by_pure = {getattr(wire, kind).NAME for kind in kinds}
+    assert len(written_by_pure) > 10
     written_by_c = {name for _, _, name in table(lib)}
     assert written_by_c == written_by_pure
 
 
 def test_the_loader_and_the_library_agree_on_the_abi(lib: ctypes.PyDLL) -> None:
     assert lib.lpm_abi_version() == _native.ABI_VERSION
+
+
+def test_every_kind_the_leech_writes_matches_the_decoder() -> None:
+    kinds = [value for value in vars(wire).values() if isinstance(value, wire.Kind)]
+    assert len(kinds) > 20
+    for kind in kinds:
+        cls = EVENT_TYPES[kind.ID]
+        assert cls.__name__ == kind.NAME
+        assert (cls.LAYOUT.codes, cls.VARIABLE, declared_size(cls)) == (
+            kind.LAYOUT.codes,
+            kind.VARIABLE,
+            catalog.declared_size(kind.LAYOUT.codes),
+        )

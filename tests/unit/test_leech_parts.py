@@ -103,3 +103,25 @@ def test_directory_of_another_user_is_refused(tmp_path: Path) -> None:
     os.chown(d, 65534, 65534)
     with pytest.raises(LeechError, match="belongs to uid 65534"):
         private_dir(str(d))
+
+
+def test_the_leech_header_is_the_writer_header() -> None:
+    from lpm.eventlog import EventLogWriter, catalog
+
+    assert catalog.header() == EventLogWriter().header()
+
+
+def test_the_leech_does_not_load_the_decoder_or_typing() -> None:
+    """Every module a profiled program imports stays in memory and is walked by
+    each full collection; the decoder's ~90 dataclasses were 5% of the gc
+    workload's time (bench/overhead.py)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lpm.leech, lpm.leech.native, lpm.leech.pure\n"
+        "print(' '.join(sorted(m for m in ('typing', 'dataclasses', 'logging', 'inspect',"
+        " 'lpm.eventlog.events', 'lpm.eventlog.reader', 'lpm.eventlog.writer') if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
