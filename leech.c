@@ -85,7 +85,8 @@
  *       A new context object (opaque), or NULL with an exception set.
  *   PyObject *lpm_sink_functions(ctx)
  *       {name: builtin} for emit, message, marker, counter, span_begin,
- *       span_end and gc_callback, with PureSink's signatures.
+ *       span_end and gc_callback, with PureSink's signatures, and sample,
+ *       the monitor's stack walk (lpm.leech.monitor).
  *   int lpm_sink_start(ctx), int lpm_sink_stop(ctx)
  *       Start the writer; write what is left and the end marker and join it
  *       (stop releases the GIL while it waits).  0, or -1 with an exception.
@@ -107,6 +108,9 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#if PY_VERSION_HEX < 0x030B0000
+#include <frameobject.h> /* PyFrame_GetBack: Python.h has it from 3.11 */
+#endif
 
 #include <errno.h>
 #include <fcntl.h>
@@ -152,6 +156,8 @@ static inline PyObject *Py_NewRef(PyObject *o)
     X(EV_USER_MARKER, 58, 65535, UserMarker)             \
     X(EV_THREAD_INFO, 0x1000, 12, PyThreadInfo)          \
     X(EV_GC_COLLECTION, 0x1002, 18, PyGcCollection)      \
+    X(EV_CODE, 0x1004, 65535, PyCode)                    \
+    X(EV_SAMPLE, 0x1005, 65535, PySample)                \
     X(EV_SPAN_BEGIN, 0x1006, 65535, PySpanBegin)         \
     X(EV_SPAN_END, 0x1007, 8, PySpanEnd)                 \
     X(EV_COUNTER, 0x1008, 65535, PyCounter)              \
@@ -178,6 +184,7 @@ enum {
     MAX_COMMANDS = 64,  /* PureSink._commands' maxlen */
     CONTROL_KEEP = 256, /* the most of an unfinished control line kept */
     CONTROL_READ = 4096,
+    MAX_DEPTH = 512, /* lpm.leech.monitor.MAX_DEPTH */
 };
 
 /* -- configuration (mirrored by lpm._native.Config) ------------------------ */
@@ -1192,6 +1199,135 @@ static PyObject *py_gc_callback(PyObject *self, PyObject *const *args, Py_ssize_
     Py_RETURN_NONE;
 }
 
+
+/* -- stack samples ---------------------------------------------------------- */
+
+/* Monitor._sample_python's walk, in C: the samples cost the program one call
+ * from the monitor thread instead of a Python loop per frame.  `code` is a
+ * name, first line and file; the event is built whole in `out` (at most
+ * HEAD + 2 + 8 + 2 * (max_text + 1) bytes: max_text is under 64 KiB - 8). */
+static int code_event(struct ctx *c, struct thread *st, uint64_t ts, PyCodeObject *code, uint32_t number)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    PyObject *name = code->co_qualname;
+#else
+    PyObject *name = code->co_name;
+#endif
+    struct text tn, tf;
+    if (text_prepare(c, name, &tn) < 0 || text_prepare(c, code->co_filename, &tf) < 0)
+        return -1;
+    size_t len = 8 + tn.bytes + 1 + tf.bytes + 1;
+    if (len > MAX_PAYLOAD) { /* two clipped texts always fit; this is a guard */
+        PyErr_SetString(PyExc_ValueError, "code object description too long");
+        return -1;
+    }
+    uint8_t *out = PyMem_Malloc(HEAD + 2 + len);
+    if (out == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    uint8_t *p = put16(put_head(out, EV_CODE, ts), (uint16_t)len);
+    p = put32(put32(p, number), (uint32_t)code->co_firstlineno);
+    p = text_put(p, &tn);
+    *p++ = 0;
+    p = text_put(p, &tf);
+    *p++ = 0;
+    put_event(c, st, ts, out, (size_t)(p - out), NULL);
+    PyMem_Free(out);
+    return 0;
+}
+
+/* The frames of one thread, innermost first, as code numbers; new code
+ * objects are numbered len(codes) + 1 and declared with PyCode. */
+static int sample_thread(struct ctx *c, struct thread *st, uint64_t ts, PyThreadState *ts_other, uint32_t number,
+                         PyObject *codes, uint8_t *out)
+{
+    uint8_t *p = put_head(out, EV_SAMPLE, ts) + 2;
+    p = put32(p, number);
+    uint32_t depth = 0;
+    PyFrameObject *f = PyThreadState_GetFrame(ts_other);
+    while (f != NULL && depth < MAX_DEPTH) {
+        PyCodeObject *code = PyFrame_GetCode(f);
+        PyObject *known = PyDict_GetItemWithError(codes, (PyObject *)code);
+        long n;
+        if (known != NULL)
+            n = PyLong_AsLong(known);
+        else if (PyErr_Occurred())
+            n = -1;
+        else {
+            n = (long)PyDict_Size(codes) + 1;
+            PyObject *value = PyLong_FromLong(n);
+            if (value == NULL || PyDict_SetItem(codes, (PyObject *)code, value) < 0 ||
+                code_event(c, st, ts, code, (uint32_t)n) < 0)
+                n = -1;
+            Py_XDECREF(value);
+        }
+        Py_DECREF(code);
+        if (n < 0 && PyErr_Occurred()) {
+            Py_DECREF(f);
+            return -1;
+        }
+        p = put32(p, (uint32_t)n);
+        depth++;
+        PyFrameObject *back = PyFrame_GetBack(f);
+        Py_DECREF(f);
+        f = back;
+    }
+    Py_XDECREF(f);
+    put16(out + HEAD, (uint16_t)(4 + 4 * depth));
+    put_event(c, st, ts, out, (size_t)(p - out), NULL);
+    return 0;
+}
+
+/* sample(numbers, codes) -> list of idents not in `numbers`, or None.
+ * One PySample per thread of the interpreter whose ident maps to a thread
+ * number >= 0 in `numbers` (the leech's own threads map to -1), into the
+ * calling thread's buffer, all with one timestamp. */
+static PyObject *py_sample(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    ARGS("sample", 2, "numbers", "codes");
+    struct ctx *c = CTX(self);
+    if (!PyDict_Check(arg[0]) || !PyDict_Check(arg[1])) {
+        PyErr_SetString(PyExc_TypeError, "sample(numbers, codes) takes two dicts");
+        return NULL;
+    }
+    uint64_t ts = now(c);
+    CURRENT(st, c, Py_NewRef(Py_None));
+    PyObject *unknown = NULL;
+    uint8_t out[HEAD + 2 + 4 + 4 * MAX_DEPTH];
+    PyThreadState *me = PyThreadState_Get();
+    for (PyThreadState *t = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(me)); t != NULL;
+         t = PyThreadState_Next(t)) {
+        PyObject *ident = PyLong_FromUnsignedLong(t->thread_id);
+        if (ident == NULL)
+            goto error;
+        PyObject *found = PyDict_GetItemWithError(arg[0], ident);
+        if (found == NULL) {
+            if (PyErr_Occurred() || ((unknown != NULL || (unknown = PyList_New(0)) != NULL) &&
+                                     PyList_Append(unknown, ident) < 0)) {
+                Py_DECREF(ident);
+                goto error;
+            }
+            Py_DECREF(ident);
+            if (unknown == NULL)
+                goto error;
+            continue;
+        }
+        Py_DECREF(ident);
+        long number = PyLong_AsLong(found);
+        if (number == -1 && PyErr_Occurred())
+            goto error;
+        if (number < 0 || number > UINT32_MAX)
+            continue;
+        if (sample_thread(c, st, ts, t, (uint32_t)number, arg[1], out) < 0)
+            goto error;
+    }
+    return unknown != NULL ? unknown : Py_NewRef(Py_None);
+error:
+    Py_XDECREF(unknown);
+    return NULL;
+}
+
 #define FASTCALL(f) (PyCFunction)(void (*)(void))(f)
 static PyMethodDef SINK_FUNCTIONS[] = {
     {"emit", FASTCALL(py_emit), METH_FASTCALL | METH_KEYWORDS,
@@ -1205,6 +1341,8 @@ static PyMethodDef SINK_FUNCTIONS[] = {
     {"span_end", FASTCALL(py_span_end), METH_FASTCALL | METH_KEYWORDS, "span_end(span)\n--\n\nClose a span."},
     {"gc_callback", FASTCALL(py_gc_callback), METH_FASTCALL | METH_KEYWORDS,
      "gc_callback(phase, info)\n--\n\nA gc.callbacks entry: StartGC, then EndGC and PyGcCollection."},
+    {"sample", FASTCALL(py_sample), METH_FASTCALL | METH_KEYWORDS,
+     "sample(numbers, codes)\n--\n\nA PySample of every thread numbered in `numbers`; returns the idents it lacks."},
     {NULL, NULL, 0, NULL},
 };
 

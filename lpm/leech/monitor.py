@@ -6,10 +6,11 @@ GC callbacks).  Each tick it:
 
 - carries out the commands the sink's writer read from the control FIFO
   (one line each, see :data:`COMMANDS`);
-- at the sample rate, takes one stack sample of every thread with
-  ``sys._current_frames()``; each code object is declared once per generation
-  (``PyCode``: number, first line, qualified name, file) and samples refer to it
-  by number, innermost frame first, at most :data:`MAX_DEPTH` frames;
+- at the sample rate, takes one stack sample of every thread: in C when the
+  sink has a sampler (the native leech: one call walks every thread state),
+  else with ``sys._current_frames()``; each code object is declared once per
+  generation (``PyCode``: number, first line, qualified name, file) and samples
+  refer to it by number, innermost frame first, at most :data:`MAX_DEPTH` frames;
 - notices threads that start or are renamed (``CreateThread``,
   ``ThreadLabel``, ``PyThreadInfo``) and tells the sink of threads that ended
   (its writer then sends ``StopThread`` and the final ``PySeqPoint``);
@@ -21,9 +22,11 @@ GC callbacks).  Each tick it:
   again, so a reader that lost data or joined late can decode every sample
   that follows.
 
-Sampling from a Python thread costs about what py-spy costs at 100 Hz on this
-kind of machine (baseline-measurements.md: within noise), and it needs no
-privileges; its rate is bounded by the GIL switch interval.
+Sampling from a thread of the process costs about what py-spy costs at 100 Hz
+on this kind of machine (baseline-measurements.md: within noise), and it needs
+no privileges; its rate is bounded by the GIL switch interval.  The walk in C
+costs the program about a tenth of the Python walk's instructions per tick
+(bench/overhead_count.py).
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class Monitor:
         self.samples = 0
         self._codes: dict[CodeType, int] = {}
         self._known: dict[int, tuple[int, str]] = {}  # ident -> (number, name)
+        self._numbers: dict[int, int] = {}  # ident -> number, or -1 for lpm's own threads: the C sampler's view
+        self._sampler = sink.sampler()
         self._resend = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -88,6 +93,7 @@ class Monitor:
         """Leave thread ``ident`` (one of lpm's) out of samples and thread lists."""
         if ident is not None:
             self._own.add(ident)
+            self._numbers[ident] = -1
 
     def _run(self) -> None:
         self.own_thread(threading.get_ident())
@@ -183,7 +189,7 @@ class Monitor:
                 else:
                     sink.thread_number(ident)
         for number, ident, _native_id, name in sink.take_new():
-            self._known[ident] = (number, name)
+            self._learn(ident, number, name)
         for ident, (number, name) in list(self._known.items()):
             thread = live.get(ident)
             if thread is not None and thread.name != name and ident not in self._own:
@@ -193,22 +199,45 @@ class Monitor:
             if ident not in frames:
                 sink.thread_gone(ident)
                 del self._known[ident]
+                self._numbers.pop(ident, None)
+
+    def _learn(self, ident: int, number: int, name: str) -> None:
+        self._known[ident] = (number, name)
+        self._numbers[ident] = -1 if ident in self._own else number
+
+    def _register(self, ident: int) -> int | None:
+        """A thread the sampler met before the scan: its number, when it is
+        a ``threading.Thread`` already (else the scan will see it)."""
+        thread = threading._active.get(ident)  # type: ignore[attr-defined]
+        if thread is None:
+            return None
+        number = self.sink.thread_number(ident, thread.native_id or 0, thread.name)
+        self._learn(ident, number, thread.name)
+        return number
 
     def _sample(self) -> None:
+        if len(self._codes) > MAX_CODES:
+            self._new_generation()
+        if self._sampler is not None:
+            unknown = self._sampler(self._numbers, self._codes)  # type: ignore[arg-type]
+            for ident in unknown or ():
+                if ident not in self._own:
+                    self._register(ident)  # sampled from the next tick on
+        else:
+            self._sample_python()
+        self.samples += 1
+
+    def _sample_python(self) -> None:
+        """The specification of the C sampler (leech.c, py_sample)."""
         sink = self.sink
         codes = self._codes
-        if len(codes) > MAX_CODES:
-            self._new_generation()
         for ident, frame in sys._current_frames().items():
             if ident in self._own:
                 continue
             known = self._known.get(ident)
-            if known is None:
-                thread = threading._active.get(ident)  # type: ignore[attr-defined]
-                if thread is None:
-                    continue  # not a threading.Thread yet (or a foreign one): the scan will see it
-                number = sink.thread_number(ident, thread.native_id or 0, thread.name)
-                known = self._known[ident] = (number, thread.name)
+            number = known[0] if known is not None else self._register(ident)
+            if number is None:
+                continue
             stack: list[int] = []
             f: FrameType | None = frame
             while f is not None and len(stack) < MAX_DEPTH:
@@ -221,8 +250,7 @@ class Monitor:
                     sink.emit_event(wire.PY_CODE, n, code.co_firstlineno, name, code.co_filename)
                 stack.append(n)
                 f = f.f_back
-            sink.emit_event(wire.PY_SAMPLE, known[0], tuple(stack))
-        self.samples += 1
+            sink.emit_event(wire.PY_SAMPLE, number, tuple(stack))
 
     def _heap(self) -> None:
         sink = self.sink

@@ -34,6 +34,8 @@ from .sink import Sink
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
     from typing import Any, Callable, cast
+
+    from .sink import Sampler
 else:
 
     def cast(_type: object, value: object) -> object:
@@ -132,6 +134,9 @@ class NativeSink(Sink):
 
     def gc_callback(self, phase: str, info: dict[str, int]) -> None:
         self._functions["gc_callback"](phase, info)
+
+    def sampler(self) -> Sampler:
+        return cast("Sampler", self._functions["sample"])
 
     # -- threads ---------------------------------------------------------------
 

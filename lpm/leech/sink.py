@@ -13,7 +13,11 @@ from .config import LeechConfig
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
     from ..eventlog.layout import Value
+    from typing import Callable, Dict, List, Optional
+
     from .wire import Kind
+
+    Sampler = Callable[[Dict[int, int], Dict[object, int]], Optional[List[int]]]
 
 
 class Sink(abc.ABC):
@@ -50,6 +54,16 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def gc_callback(self, phase: str, info: dict[str, int]) -> None:
         """The ``gc.callbacks`` entry that records collections."""
+
+    def sampler(self) -> Sampler | None:
+        """A stack walk in C, or None for the monitor's own walk in Python.
+
+        ``sampler(numbers, codes)`` writes a PySample of every thread whose
+        ident ``numbers`` maps to a thread number (not to -1), numbering new
+        code objects in ``codes`` and declaring them with PyCode as the
+        Python walk does, and returns the idents it found that ``numbers``
+        lacks (None when there are none)."""
+        return None
 
     # -- threads -------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 ``lpm_event_table()`` lists every event type the C library writes: id, the
 size a header declares for it, and its class name in lpm/eventlog/events.py.
 The pure twin writes exactly the :mod:`lpm.leech.wire` kinds whose ids its
-source names, so the two sets must be the same.
+source names, and the C sampler what the monitor's Python walk writes, so the
+C library's set must be their union.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from lpm.errors import LeechError
 from lpm.eventlog import EVENT_TYPES, catalog
 from lpm.eventlog.events import declared_size
 from lpm.leech import pure, wire
+from lpm.leech.monitor import Monitor
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,9 @@ def test_ids_are_unique(lib: ctypes.PyDLL) -> None:
 
 def test_the_c_library_writes_what_the_pure_leech_writes(lib: ctypes.PyDLL) -> None:
     kinds = set(re.findall(r"wire\.([A-Z_]+)\.ID", inspect.getsource(pure)))
-    written_by_pure = {getattr(wire, kind).NAME for kind in kinds}
+    sampled = set(re.findall(r"wire\.([A-Z_]+)\b", inspect.getsource(Monitor._sample_python)))
+    assert sampled == {"PY_CODE", "PY_SAMPLE"}
+    written_by_pure = {getattr(wire, kind).NAME for kind in kinds | sampled}
     assert len(written_by_pure) > 10
     written_by_c = {name for _, _, name in table(lib)}
     assert written_by_c == written_by_pure

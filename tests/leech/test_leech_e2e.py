@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -15,7 +16,7 @@ from lpm.eventlog import Header, Skipped
 from lpm.eventlog import events as ev
 
 from ..ghc import peers
-from .helpers import FifoReader, decode, finish, spawn, wait_for_fifo
+from .helpers import PROGRAMS, FifoReader, decode, finish, spawn, wait_for_fifo
 
 
 def test_workers_stream_everything_exactly(
@@ -179,3 +180,49 @@ def test_tiny_budget_under_a_flood_of_markers(tmp_path: Path, implementation: st
     assert all(a.received + a.lost == 3000 for a in flooders)
     assert sum(a.lost for a in flooders) > 0
     assert len(stream.of_type(ev.PyDataLoss)) > 0
+
+
+def test_stack_samples_name_every_frame_of_every_thread(tmp_path: Path, implementation: str) -> None:
+    proc = spawn("stacks.py", ["0.6"], tmp_path, implementation, run_options=["--sample-rate", "200"])
+    reader = FifoReader(wait_for_fifo(tmp_path, proc))
+    reader.start()
+    code, out, err = finish(proc)
+    reader.join(timeout=60)
+    assert code == 0, err
+    first_lines = json.loads(out)
+    stream = decode(bytes(reader.data))
+    assert stream.complete
+
+    # Codes are numbered 1, 2, ... once per generation, each declared before a
+    # sample uses it; samples name only declared codes.
+    codes: dict[int, ev.PyCode] = {}
+    stacks: dict[int, list[list[ev.PyCode]]] = {}
+    for e in stream.events:
+        if isinstance(e, ev.PyGeneration):
+            codes = {}
+        elif isinstance(e, ev.PyCode):
+            assert e.code == len(codes) + 1, "code numbers run 1, 2, ... in a generation"
+            codes[e.code] = e
+        elif isinstance(e, ev.PySample):
+            assert all(n in codes for n in e.frames), f"sample {e} names an undeclared code"
+            stacks.setdefault(e.thread, []).append([codes[n] for n in e.frames])
+    labels = {e.thread: e.label for e in stream.of_type(ev.ThreadLabel)}  # type: ignore[attr-defined]
+    by_name = {label: stacks.get(number, []) for number, label in labels.items()}
+    assert not by_name["lpm-monitor"], "the leech does not sample its own thread"
+
+    qualified = sys.version_info >= (3, 11)  # co_qualname
+
+    def chains(thread: str) -> set[tuple[str, ...]]:
+        return {tuple(c.name for c in stack[:3]) for stack in by_name[thread]}
+
+    assert ("main_spin", "main_outer", "<module>") in chains("MainThread")
+    assert (("Spinner.spin" if qualified else "spin"), "worker_outer", ("Thread.run" if qualified else "run")) in chains("spinner")
+    assert any(chain[0] == "sleeper" for chain in chains("sleeper"))
+    program = str(PROGRAMS / "stacks.py")
+    for stack in by_name["spinner"]:
+        if stack[0].name.endswith("spin") and len(stack) > 1:
+            assert (stack[0].filename, stack[0].first_line) == (program, first_lines["Spinner.spin"])
+            assert (stack[1].filename, stack[1].first_line) == (program, first_lines["worker_outer"])
+            break
+    else:
+        raise AssertionError("no sample of the spinner in Spinner.spin")
