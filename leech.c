@@ -1240,7 +1240,7 @@ static int code_event(struct ctx *c, struct thread *st, uint64_t ts, PyCodeObjec
 /* The frames of one thread, innermost first, as code numbers; new code
  * objects are numbered len(codes) + 1 and declared with PyCode. */
 static int sample_thread(struct ctx *c, struct thread *st, uint64_t ts, PyThreadState *ts_other, uint32_t number,
-                         PyObject *codes, uint8_t *out)
+                         PyObject *codes, PyObject *refs, uint8_t *out)
 {
     uint8_t *p = put_head(out, EV_SAMPLE, ts) + 2;
     p = put32(p, number);
@@ -1248,7 +1248,8 @@ static int sample_thread(struct ctx *c, struct thread *st, uint64_t ts, PyThread
     PyFrameObject *f = PyThreadState_GetFrame(ts_other);
     while (f != NULL && depth < MAX_DEPTH) {
         PyCodeObject *code = PyFrame_GetCode(f);
-        PyObject *known = PyDict_GetItemWithError(codes, (PyObject *)code);
+        PyObject *key = PyLong_FromVoidPtr(code); /* id(code): see Monitor.__init__ */
+        PyObject *known = key != NULL ? PyDict_GetItemWithError(codes, key) : NULL;
         long n;
         if (known != NULL)
             n = PyLong_AsLong(known);
@@ -1257,11 +1258,12 @@ static int sample_thread(struct ctx *c, struct thread *st, uint64_t ts, PyThread
         else {
             n = (long)PyDict_Size(codes) + 1;
             PyObject *value = PyLong_FromLong(n);
-            if (value == NULL || PyDict_SetItem(codes, (PyObject *)code, value) < 0 ||
+            if (value == NULL || PyDict_SetItem(codes, key, value) < 0 || PyList_Append(refs, (PyObject *)code) < 0 ||
                 code_event(c, st, ts, code, (uint32_t)n) < 0)
                 n = -1;
             Py_XDECREF(value);
         }
+        Py_XDECREF(key);
         Py_DECREF(code);
         if (n < 0 && PyErr_Occurred()) {
             Py_DECREF(f);
@@ -1279,16 +1281,18 @@ static int sample_thread(struct ctx *c, struct thread *st, uint64_t ts, PyThread
     return 0;
 }
 
-/* sample(numbers, codes) -> list of idents not in `numbers`, or None.
+/* sample(numbers, codes, refs) -> list of idents not in `numbers`, or None.
  * One PySample per thread of the interpreter whose ident maps to a thread
  * number >= 0 in `numbers` (the leech's own threads map to -1), into the
- * calling thread's buffer, all with one timestamp. */
+ * calling thread's buffer, all with one timestamp.  `codes` maps id(code)
+ * to its number; a new code object is appended to `refs`, which keeps it
+ * (and so its id) alive for the generation. */
 static PyObject *py_sample(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    ARGS("sample", 2, "numbers", "codes");
+    ARGS("sample", 3, "numbers", "codes", "refs");
     struct ctx *c = CTX(self);
-    if (!PyDict_Check(arg[0]) || !PyDict_Check(arg[1])) {
-        PyErr_SetString(PyExc_TypeError, "sample(numbers, codes) takes two dicts");
+    if (!PyDict_Check(arg[0]) || !PyDict_Check(arg[1]) || !PyList_Check(arg[2])) {
+        PyErr_SetString(PyExc_TypeError, "sample(numbers, codes, refs) takes two dicts and a list");
         return NULL;
     }
     uint64_t ts = now(c);
@@ -1319,7 +1323,7 @@ static PyObject *py_sample(PyObject *self, PyObject *const *args, Py_ssize_t nar
             goto error;
         if (number < 0 || number > UINT32_MAX)
             continue;
-        if (sample_thread(c, st, ts, t, (uint32_t)number, arg[1], out) < 0)
+        if (sample_thread(c, st, ts, t, (uint32_t)number, arg[1], arg[2], out) < 0)
             goto error;
     }
     return unknown != NULL ? unknown : Py_NewRef(Py_None);
@@ -1342,7 +1346,7 @@ static PyMethodDef SINK_FUNCTIONS[] = {
     {"gc_callback", FASTCALL(py_gc_callback), METH_FASTCALL | METH_KEYWORDS,
      "gc_callback(phase, info)\n--\n\nA gc.callbacks entry: StartGC, then EndGC and PyGcCollection."},
     {"sample", FASTCALL(py_sample), METH_FASTCALL | METH_KEYWORDS,
-     "sample(numbers, codes)\n--\n\nA PySample of every thread numbered in `numbers`; returns the idents it lacks."},
+     "sample(numbers, codes, refs)\n--\n\nA PySample of every thread numbered in `numbers`; returns the idents it lacks."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -107,7 +107,8 @@ def callgrind(variant: str, workload: str, scale: float, python: str, scratch: s
         python,
     ]
     cmd += [str(script)] if impl is None else ["-m", "lpm", "run", "--implementation", impl, str(script)]
-    env = child_env({"LPM_BENCH_SCALE": repr(scale), "LPM_DIR": lpm_dir})
+    # A fixed hash seed: set and dict layouts, and so instruction counts, repeat.
+    env = child_env({"LPM_BENCH_SCALE": repr(scale), "LPM_DIR": lpm_dir, "PYTHONHASHSEED": "0"})
     exited = threading.Event()
     drain = FifoDrain(lpm_dir, exited, keep=True) if impl is not None else None
     code, _wall, _usage, stdout, stderr = run_child(cmd, env, scratch, drain, exited)

@@ -61,7 +61,11 @@ class Monitor:
         self.heap_interval = self.config.heap_interval
         self.generation = 0
         self.samples = 0
-        self._codes: dict[CodeType, int] = {}
+        # Code objects by id(): hashing a code object hashes its constants and
+        # names every time (most of a tick's work when it was the key).
+        # _code_refs keeps them alive so their ids are not reused.
+        self._codes: dict[int, int] = {}
+        self._code_refs: list[CodeType] = []
         self._known: dict[int, tuple[int, str]] = {}  # ident -> (number, name)
         self._numbers: dict[int, int] = {}  # ident -> number, or -1 for lpm's own threads: the C sampler's view
         self._sampler = sink.sampler()
@@ -102,24 +106,29 @@ class Monitor:
         next_sample = next_heap = next_scan = time.monotonic()
         next_gen = next_sample + self.config.generation_interval
         self._new_generation()
+        paused = sink.paused
         while not self._stopping.is_set():
             now = time.monotonic()
-            self._read_control()
-            if self._resend.is_set() or (self.config.generation_interval > 0 and now >= next_gen):
-                self._resend.clear()
-                next_gen = now + self.config.generation_interval
-                self._new_generation()
             if now >= next_scan:
-                self._threads()
+                # Everything but sampling at the scan rate: a sample tick then
+                # costs the program one C call (commands, pauses and readers
+                # wait at most THREAD_SCAN seconds).
                 next_scan = now + THREAD_SCAN
-            if self.rate > 0 and now >= next_sample and not sink.paused:
+                self._read_control()
+                paused = sink.paused
+                if self._resend.is_set() or (self.config.generation_interval > 0 and now >= next_gen):
+                    self._resend.clear()
+                    next_gen = now + self.config.generation_interval
+                    self._new_generation()
+                self._threads()
+                if self.heap_interval > 0 and now >= next_heap and not paused:
+                    self._heap()
+                    next_heap = now + self.heap_interval
+            if self.rate > 0 and now >= next_sample and not paused:
                 self._sample()
                 next_sample = max(next_sample + 1.0 / self.rate, now)
-            if self.heap_interval > 0 and now >= next_heap and not sink.paused:
-                self._heap()
-                next_heap = now + self.heap_interval
-            wait = 0.1 if self.rate <= 0 else max(0.0, next_sample - time.monotonic())
-            self._stopping.wait(min(wait, 0.1))
+            wake = next_scan if self.rate <= 0 or paused else min(next_sample, next_scan)
+            self._stopping.wait(max(0.0, wake - time.monotonic()))
 
     # -- control -------------------------------------------------------------
 
@@ -165,6 +174,7 @@ class Monitor:
         sink = self.sink
         self.generation += 1
         self._codes.clear()
+        self._code_refs.clear()
         sink.emit_event(wire.PY_GENERATION, self.generation)
         for event_class, values in procinfo.process_events(sink, self.rate, self.heap_interval):
             sink.emit_event(event_class, *values)
@@ -219,7 +229,7 @@ class Monitor:
         if len(self._codes) > MAX_CODES:
             self._new_generation()
         if self._sampler is not None:
-            unknown = self._sampler(self._numbers, self._codes)  # type: ignore[arg-type]
+            unknown = self._sampler(self._numbers, self._codes, self._code_refs)
             for ident in unknown or ():
                 if ident not in self._own:
                     self._register(ident)  # sampled from the next tick on
@@ -242,10 +252,11 @@ class Monitor:
             f: FrameType | None = frame
             while f is not None and len(stack) < MAX_DEPTH:
                 code = f.f_code
-                n = codes.get(code)
+                n = codes.get(id(code))
                 if n is None:
                     n = len(codes) + 1
-                    codes[code] = n
+                    codes[id(code)] = n
+                    self._code_refs.append(code)
                     name = getattr(code, "co_qualname", code.co_name)
                     sink.emit_event(wire.PY_CODE, n, code.co_firstlineno, name, code.co_filename)
                 stack.append(n)

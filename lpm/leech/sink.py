@@ -13,11 +13,12 @@ from .config import LeechConfig
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
     from ..eventlog.layout import Value
+    from types import CodeType
     from typing import Callable, Dict, List, Optional
 
     from .wire import Kind
 
-    Sampler = Callable[[Dict[int, int], Dict[object, int]], Optional[List[int]]]
+    Sampler = Callable[[Dict[int, int], Dict[int, int], List[CodeType]], Optional[List[int]]]
 
 
 class Sink(abc.ABC):
@@ -58,11 +59,12 @@ class Sink(abc.ABC):
     def sampler(self) -> Sampler | None:
         """A stack walk in C, or None for the monitor's own walk in Python.
 
-        ``sampler(numbers, codes)`` writes a PySample of every thread whose
-        ident ``numbers`` maps to a thread number (not to -1), numbering new
-        code objects in ``codes`` and declaring them with PyCode as the
-        Python walk does, and returns the idents it found that ``numbers``
-        lacks (None when there are none)."""
+        ``sampler(numbers, codes, refs)`` writes a PySample of every thread
+        whose ident ``numbers`` maps to a thread number (not to -1), numbering
+        new code objects in ``codes`` (by ``id()``, the object appended to
+        ``refs``) and declaring them with PyCode as the Python walk does, and
+        returns the idents it found that ``numbers`` lacks (None when there
+        are none)."""
         return None
 
     # -- threads -------------------------------------------------------------
