@@ -60,6 +60,7 @@ import errno
 import gc
 import os
 import struct
+import sys
 import threading
 import time
 
@@ -150,7 +151,15 @@ class _Thread:
 
 
 class _ExitWatch:
-    """Lives in a thread's threading.local; its finalizer runs when the thread ends."""
+    """Lives in a thread's threading.local; its finalizer runs when the thread ends.
+
+    It also runs when the thread's dict of that local is replaced while the
+    thread lives: a collection during the first access in a thread runs the
+    GC callback, whose event makes the dict first, and the outer access then
+    installs its own empty one.  Only at the thread's end is no Python frame
+    left under the finalizer; otherwise it lets go, and the thread's next
+    event finds its state by ident and watches it again.
+    """
 
     __slots__ = ("sink", "state")
 
@@ -159,6 +168,8 @@ class _ExitWatch:
         self.state = state
 
     def __del__(self) -> None:
+        if sys._getframe(0).f_back is not None:
+            return  # not the end of the thread (see above)
         try:
             self.sink.thread_exit(self.state)
         except Exception:  # noqa: BLE001 - interpreter shutdown: nothing to report to
@@ -212,6 +223,10 @@ class PureSink(Sink):
         self.bytes_written = 0
         self.connections = 0
         self._dropped_gone = 0  # dropped by threads that have ended
+        # ident -> native id of threads whose end is recorded: the rest of
+        # their teardown (a collection there runs gc_callback) must not
+        # register them again.  Pruned when the monitor sees them gone.
+        self._exited: dict[int, int] = {}
         self._retiring: list[_Thread] = []  # ended, awaiting their closing block
         self.new: list[tuple[int, int, int, str]] = []  # (number, ident, native id, name) of new threads
         self._announce: list[_Thread] = []  # registered, not yet announced in a writer block
@@ -248,9 +263,14 @@ class PureSink(Sink):
             if enabled:
                 gc.enable()
 
-    def _register(self) -> _Thread:
+    def _register(self) -> _Thread | None:
+        """The calling thread's state, registering it; None in a thread's
+        teardown after its end was recorded (its event is dropped and counted)."""
         ident = threading.get_ident()
         native_id = threading.get_native_id()
+        if self._exited.get(ident) == native_id:
+            self._dropped_gone += 1
+            return None
         # Once per thread, so the name can be asked here (by the time the
         # monitor looks, a short-lived thread may be gone); asked before the
         # lock, since asking may collect and so register this thread already.
@@ -262,6 +282,7 @@ class PureSink(Sink):
             with self._quiet(), self._register_lock:
                 st = self._by_ident.get(ident)
                 if st is None or st.gone or st.native_id not in (native_id, 0):
+                    self._exited.pop(ident, None)
                     st = self._new_thread(ident, native_id, name)
                 # The sampler may have registered this thread, native id
                 # unknown, before it emitted: this is that thread.
@@ -320,12 +341,15 @@ class PureSink(Sink):
                 del self._by_ident[st.ident]
             self._slots.discard(st.slot)
             self._retiring.append(st)
+            if st.ident == threading.get_ident():
+                self._exited[st.ident] = st.native_id
 
     def thread_gone(self, ident: int) -> None:
         """The sampler saw thread ``ident`` disappear."""
         st = self._by_ident.get(ident)
         if st is not None:
             self.thread_exit(st)
+        self._exited.pop(ident, None)
 
     def take_new(self) -> list[tuple[int, int, int, str]]:
         """(number, ident, native id, name or "") of threads registered since the last call."""
@@ -344,6 +368,8 @@ class PureSink(Sink):
         st: _Thread | None = getattr(self._local, "state", None)
         if st is None or st.gone:
             st = self._register()
+            if st is None:
+                return
         if self._paused:
             return
         seq = st.seq
@@ -415,6 +441,8 @@ class PureSink(Sink):
         st: _Thread | None = getattr(self._local, "state", None)
         if st is None or st.gone:
             st = self._register()
+            if st is None:
+                return 0
         span = (st.number << 32) | (st.seq & 0xFFFFFFFF)
         raw = clip_text(name)
         ts = self.now()
