@@ -132,7 +132,7 @@ _RUN = 4096
 
 
 # A decoder builds an event from (ts, cap, buffer, payload start, payload end).
-_Decoder = Callable[[int, "int | None", bytearray, int, int], Event]
+_Decoder = Callable[[int, "int | None", "bytes | bytearray", int, int], Event]
 
 
 class EventLogReader:
@@ -218,6 +218,19 @@ class EventLogReader:
         type_id, ts, start, end = got
         pos = start - _HEAD_SIZE - (_LEN_SIZE if self._sizes[type_id] < 0 else 0)
         return RawEvent(type_id, ts, self._cap_at(start), self._base + pos, bytes(self._buf[pos:end]))
+
+    def decode(self, event: RawEvent) -> Event:
+        """Decode an event :meth:`next_raw` returned since the last header:
+        what a server does with the events it also forwards as they are."""
+        variable = self._sizes.get(event.type_id, 0) < 0
+        start = _HEAD_SIZE + (_LEN_SIZE if variable else 0)
+        decoder = self._decoders.get(event.type_id)
+        if decoder is None:
+            raise ValueError(f"event type {event.type_id} is not declared by the current header")
+        try:
+            return decoder(event.ts, event.cap, event.raw, start, len(event.raw))
+        except LayoutError as err:
+            return self._malformed(event.offset + start, event.type_id, event.ts, event.cap, event.raw[start:], err)
 
     def count(self, by_id: dict[int, int]) -> Item | _Need:
         """Walk events, adding one per event to ``by_id[type_id]``, until the
@@ -509,19 +522,21 @@ class EventLogReader:
         try:
             return self._decoders[type_id](ts, cap, self._buf, start, end)
         except LayoutError as err:
-            offset = self._base + start
-            if self.strict:
-                raise FormatError(offset, f"event type {type_id}: {err}") from None
-            self.errors += 1
-            self.last_error = FormatError(offset, f"event type {type_id}: {err}")
-            return MalformedEvent(ts, cap, type_id, bytes(self._buf[start:end]), str(err))
+            return self._malformed(self._base + start, type_id, ts, cap, bytes(self._buf[start:end]), err)
+
+    def _malformed(self, offset: int, type_id: int, ts: int, cap: int | None, data: bytes, err: LayoutError) -> Event:
+        if self.strict:
+            raise FormatError(offset, f"event type {type_id}: {err}") from None
+        self.errors += 1
+        self.last_error = FormatError(offset, f"event type {type_id}: {err}")
+        return MalformedEvent(ts, cap, type_id, data, str(err))
 
 
 def _decoder_for(type_id: int) -> _Decoder:
     cls = EVENT_TYPES.get(type_id)
     if cls is None:
 
-        def unknown(ts: int, cap: int | None, buf: bytearray, start: int, end: int) -> Event:
+        def unknown(ts: int, cap: int | None, buf: bytes | bytearray, start: int, end: int) -> Event:
             return UnknownEvent(ts, cap, type_id, bytes(buf[start:end]))
 
         return unknown
@@ -532,7 +547,7 @@ def _decoder_for(type_id: int) -> _Decoder:
         unpack = fixed.unpack_from
         need = fixed.size
 
-        def fixed_size(ts: int, cap: int | None, buf: bytearray, start: int, end: int) -> Event:
+        def fixed_size(ts: int, cap: int | None, buf: bytes | bytearray, start: int, end: int) -> Event:
             if end - start < need:
                 raise LayoutError(f"payload of {end - start} bytes, {cls.__name__} needs {need}")
             return cls(ts, cap, *unpack(buf, start))
@@ -540,7 +555,7 @@ def _decoder_for(type_id: int) -> _Decoder:
         return fixed_size
     n_fields = len(layout)
 
-    def general(ts: int, cap: int | None, buf: bytearray, start: int, end: int) -> Event:
+    def general(ts: int, cap: int | None, buf: bytes | bytearray, start: int, end: int) -> Event:
         older = old.get(end - start)
         if older is not None and end - start < layout.min_size:
             values = older.decode(buf, start, end)
