@@ -58,7 +58,7 @@ class ThreadAccount:
         if self.produced is None:
             return 0
         start = self.first_seq if self.first_seq is not None else self.produced
-        return self.produced - start - self.received - self.lost + self.gaps
+        return self.produced - start - self.received - self.lost
 
     @property
     def in_flight(self) -> int:
@@ -115,7 +115,7 @@ class Accounting:
         owner = self._block_thread
         if owner is None:
             return
-        acct = self.threads[owner]
+        acct = self.thread(owner)  # its account may have been dropped by a bounded reader
         acct.received += 1
         if acct.next_seq is not None:
             acct.next_seq += 1

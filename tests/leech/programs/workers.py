@@ -1,17 +1,23 @@
 """Sample program: named worker threads emitting markers, spans and counters,
 and an exact number of garbage collections between two markers.
 
-argv: THREADS MARKERS GCS.  Prints one JSON line with what it did.
+argv: THREADS MARKERS GCS [GATE]: with GATE, it starts only once that file
+exists (so a server can find it first).  Prints one JSON line with what it did.
 """
 
 import gc
 import json
+import os
 import sys
 import threading
+import time
 
 import lpm
 
 threads, markers, gcs = (int(a) for a in sys.argv[1:4])
+if len(sys.argv) > 4:
+    while not os.path.exists(sys.argv[4]):
+        time.sleep(0.005)
 
 
 def work(i: int) -> None:

@@ -1,0 +1,108 @@
+"""Watch programs live and serve their streams to any number of clients.
+
+    python -m lpm server                         # every program started with `lpm run`
+    python -m lpm server --fifo ghc.fifo         # also a GHC program: ./prog +RTS -l -olghc.fifo
+    python -m lpm server --replay run.eventlog   # a recording, at its own pace
+    python -m lpm server --record recordings/    # and keep every stream as a file
+
+The server drains every source as soon as it has bytes, so no program ever
+waits on it; keeps each source's live state (threads, GC, heap, counters,
+hottest functions, loss); and serves clients over TCP (default
+127.0.0.1:8242): a client gets the header, a state snapshot, then the live
+stream of each source it subscribes to.  A slow client loses events (and is
+told how many) or is disconnected; it never slows a program or another
+client.  Stop it with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+
+from ..errors import CommandError
+from ..server.hub import HubLimits
+from ..server.shell import Server, ServerConfig
+from ..server.state import Limits
+
+HELP = "watch programs and serve their live state and streams to clients over TCP"
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", text
+    try:
+        number = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"port {number} is outside 0..65535")
+    return host.strip("[]") or "127.0.0.1", number
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    limits = HubLimits()
+    parser.add_argument(
+        "--listen",
+        type=_address,
+        default=("127.0.0.1", 8242),
+        metavar="HOST:PORT",
+        help="TCP address for clients (default 127.0.0.1:8242; port 0 picks a free one)",
+    )
+    parser.add_argument("--dir", dest="directory", metavar="DIR", help="lpm directory to watch for programs (default: $LPM_DIR, ...)")
+    parser.add_argument("--no-discover", action="store_true", help="do not watch the lpm directory; serve only the sources named")
+    parser.add_argument("--fifo", action="append", default=[], metavar="PATH", help="a FIFO a program writes its eventlog into (repeatable)")
+    parser.add_argument("--file", action="append", default=[], metavar="PATH", help="an eventlog file to serve as it is (repeatable)")
+    parser.add_argument("--replay", action="append", default=[], metavar="PATH", help="a recording to replay at its own pace (repeatable)")
+    parser.add_argument("--speed", type=float, default=1.0, metavar="X", help="replay pace: X times real time, 0 as fast as possible (default 1)")
+    parser.add_argument("--record", metavar="DIR", help="write every source to DIR/<id>-<name>.eventlog as it arrives")
+    parser.add_argument("--queue", type=int, default=limits.queue_bytes, metavar="BYTES",
+                        help=f"event bytes queued per client before its events are dropped (default {limits.queue_bytes})")
+    parser.add_argument("--max-clients", type=int, default=limits.max_clients, metavar="N", help=f"clients at once (default {limits.max_clients})")
+    parser.add_argument("--max-sources", type=int, default=limits.max_sources, metavar="N", help=f"sources at once (default {limits.max_sources})")
+    parser.add_argument("--max-threads", type=int, default=Limits().threads, metavar="N",
+                        help=f"threads kept in each source's state (default {Limits().threads})")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.speed < 0:
+        raise CommandError("--speed must not be negative", exit_code=2)
+    if args.queue < 4096:
+        raise CommandError("--queue must be at least 4096 bytes", exit_code=2)
+    host, port = args.listen
+    config = ServerConfig(
+        host=host,
+        port=port,
+        directory=args.directory,
+        discover=not args.no_discover,
+        fifos=args.fifo,
+        files=args.file,
+        replays=args.replay,
+        speed=args.speed,
+        record=args.record,
+        limits=HubLimits(
+            queue_bytes=args.queue,
+            max_clients=args.max_clients,
+            max_sources=args.max_sources,
+            state=Limits(threads=args.max_threads),
+        ),
+    )
+    server = Server(config)
+    try:
+        server.open()
+    except OSError as err:
+        raise CommandError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    if not host.startswith("127.") and host not in ("localhost", "::1"):
+        logging.getLogger("lpm.server").warning(
+            "listening on %s, not loopback: anyone who can reach it can read these programs' streams", host
+        )
+    print(f"lpm server: listening on {server.address[0]}:{server.address[1]}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0

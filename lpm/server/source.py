@@ -1,0 +1,130 @@
+"""One source's stream inside the server: bytes in, what to forward out.
+
+Sans-IO: :meth:`Source.feed` takes bytes as they arrive from a FIFO or file
+and returns :class:`Chunk` objects, which say what the server forwards (the
+raw header, the raw bytes of whole events, never re-encoded) while the live
+state (:class:`~lpm.server.state.SourceState`) is kept up to date.
+
+The reader is lenient: garbage is skipped to the next header, a restarted
+stream starts a new header, a payload that does not fit its layout is
+counted; nothing a program writes can stop the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from ..eventlog import format as fmt
+from ..eventlog.reader import NEED_DATA, DataEnd, EndOfStream, EventLogReader, Header, RawEvent, Skipped
+from ..eventlog.writer import EventType, encode_header
+from .state import Limits, SourceState
+
+#: Kinds of source, as ``sources`` lists them.
+LEECH, FIFO, FILE, REPLAY = "leech", "fifo", "file", "replay"
+
+
+@dataclass
+class Chunk:
+    """What one feed produced: a new header (a (re)started stream), then events."""
+
+    header: Optional[bytes] = None
+    events: List[RawEvent] = field(default_factory=list)
+    end: bool = False  #: the stream's end marker came (its two bytes follow the events)
+
+    @property
+    def raw(self) -> bytes:
+        """The events' bytes as the program wrote them (and the end marker)."""
+        return b"".join(e.raw for e in self.events) + (fmt.DATA_END if self.end else b"")
+
+
+def header_bytes(header: Header) -> bytes:
+    """A header's bytes, from its declarations in the order they came."""
+    return encode_header(EventType(t.id, t.size, t.description, t.extra) for t in header.types.values())
+
+
+class Source:
+    """A named stream: its reader, its live state, and counters."""
+
+    def __init__(self, id: int, name: str, kind: str, path: str = "", pid: int | None = None,
+                 limits: Limits | None = None) -> None:
+        self.id = id
+        self.name = name
+        self.kind = kind
+        self.path = path
+        self.pid = pid
+        self.reader = EventLogReader(strict=False)
+        self.state = SourceState(limits)
+        self.header: Optional[bytes] = None
+        self.bytes_in = 0
+        self.events_in = 0
+        self.skipped_bytes = 0
+        self.blocks = False  #: the stream has block markers (late joiners start at one)
+        self.live = True
+        self.ended = False  #: the end marker of the current stream arrived
+
+    def feed(self, data: bytes) -> List[Chunk]:
+        """Bytes from the source; the chunks to forward, in order."""
+        self.bytes_in += len(data)
+        self.reader.feed(data)
+        return self._drain()
+
+    def close(self) -> List[Chunk]:
+        """The source ended (EOF with its writer gone)."""
+        self.reader.close()
+        self.live = False
+        return self._drain()
+
+    def _drain(self) -> List[Chunk]:
+        chunks: List[Chunk] = []
+        current = Chunk()
+        reader = self.reader
+        state = self.state
+        while True:
+            item = reader.next_raw()
+            if item is NEED_DATA:
+                break
+            if isinstance(item, RawEvent):
+                current.events.append(item)
+                self.events_in += 1
+                if item.type_id == fmt.BLOCK_MARKER_ID:
+                    self.blocks = True
+                state.add(reader.decode(item))
+            elif isinstance(item, Header):
+                if current.events or current.header is not None or current.end:
+                    chunks.append(current)
+                self.header = header_bytes(item)
+                self.ended = False
+                self.blocks = False
+                state.new_header()
+                current = Chunk(header=self.header)
+            elif isinstance(item, DataEnd):
+                current.end = True
+                self.ended = True
+                chunks.append(current)
+                current = Chunk()
+            elif isinstance(item, Skipped):
+                self.skipped_bytes += item.length
+            elif isinstance(item, EndOfStream):
+                break
+        if current.events or current.header is not None:
+            chunks.append(current)
+        return chunks
+
+    def info(self) -> dict[str, object]:
+        """What ``sources`` lists about this source."""
+        program = self.state.program
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "path": self.path,
+            "pid": self.pid if self.pid is not None else program.get("pid"),
+            "live": self.live,
+            "ended": self.ended,
+            "bytes": self.bytes_in,
+            "events": self.events_in,
+            "skipped_bytes": self.skipped_bytes,
+            "format_errors": self.reader.errors,
+            "rts": program.get("rts"),
+        }
