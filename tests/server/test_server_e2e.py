@@ -19,34 +19,9 @@ from lpm.eventlog.accounting import Accounting
 from lpm.server.state import SourceState
 
 from ..ghc import peers
-from .wire import WireClient, first, pump_all, sources_by_name, wait_for
+from .wire import PROGRAMS, WireClient, first, pump_all, python_program, sources_by_name, start_server, wait_for
 
-PROGRAMS = Path(__file__).resolve().parent.parent / "leech" / "programs"
 PATIENCE = 60.0
-
-
-def start_server(tmp: Path, *extra: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lpm", "-v", "server", "--listen", "127.0.0.1:0", *extra],
-        stdout=subprocess.PIPE,
-        stderr=open(tmp / "server.log", "w"),
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening on" in line, f"server said {line!r}; log: {(tmp / 'server.log').read_text()}"
-    host, port = line.rsplit(" ", 1)[1].strip().rsplit(":", 1)
-    return proc, (host, int(port))
-
-
-def python_program(tmp: Path, lpm_dir: Path, name: str, *args: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, LPM_DIR=str(lpm_dir))
-    return subprocess.Popen(
-        [sys.executable, "-m", "lpm", "run", str(PROGRAMS / name), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
 
 
 def decoded(stream: bytes | bytearray) -> List[Any]:

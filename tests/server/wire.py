@@ -4,16 +4,45 @@ issue 5's): frames in, per-source streams and service messages kept."""
 from __future__ import annotations
 
 import json
+import os
 import select
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from lpm.protocol import service
 from lpm.protocol.frames import Frame, FrameDecoder, Kind, encode_frame
 
 PATIENCE = 60.0
+PROGRAMS = Path(__file__).resolve().parent.parent / "leech" / "programs"
+
+
+def start_server(tmp: Path, *extra: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lpm", "-v", "server", "--listen", "127.0.0.1:0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=open(tmp / "server.log", "w"),
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "listening on" in line, f"server said {line!r}; log: {(tmp / 'server.log').read_text()}"
+    host, port = line.rsplit(" ", 1)[1].strip().rsplit(":", 1)
+    return proc, (host, int(port))
+
+
+def python_program(tmp: Path, lpm_dir: Path, name: str, *args: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, LPM_DIR=str(lpm_dir))
+    return subprocess.Popen(
+        [sys.executable, "-m", "lpm", "run", str(PROGRAMS / name), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 @dataclass
