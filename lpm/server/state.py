@@ -348,6 +348,14 @@ class SourceState:
             self.heap["ghc_size"] = e.bytes
         elif isinstance(e, ev.HeapLive):
             self.heap["ghc_live"] = e.bytes
+        elif isinstance(e, ev.HeapInfoGHC):  # the RTS's heap parameters (+RTS -A, -M ...)
+            self.program["rts_heap"] = {
+                "generations": e.generations,
+                "max_heap_size": e.max_heap_size,
+                "alloc_area_size": e.alloc_area_size,
+                "mblock_size": e.mblock_size,
+                "block_size": e.block_size,
+            }
 
     # -- user API ---------------------------------------------------------------
 
@@ -529,6 +537,7 @@ _HANDLERS: Dict[type, Any] = {
     ev.HeapAllocated: SourceState._heap,
     ev.HeapSize: SourceState._heap,
     ev.HeapLive: SourceState._heap,
+    ev.HeapInfoGHC: SourceState._heap,
     ev.PyCounter: SourceState._counter,
     ev.UserMarker: SourceState._marker,
     ev.UserMessage: SourceState._message,

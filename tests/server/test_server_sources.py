@@ -4,7 +4,9 @@ processes on loopback: none of it stops the server or the other sources."""
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +17,8 @@ from lpm.eventlog import Header, read_events
 from lpm.eventlog import events as ev
 from lpm.eventlog.reader import EndOfStream
 from lpm.eventlog.sample import sample_eventlog
+from lpm.protocol import service
+from lpm.protocol.frames import Frame, Kind, encode_frame
 from lpm.server.state import SourceState
 
 from ..ghc import peers
@@ -227,3 +231,57 @@ def test_the_help_documents_every_option() -> None:
     for option in ("--listen", "--dir", "--no-discover", "--fifo", "--file", "--replay", "--speed", "--record",
                    "--queue", "--max-clients", "--max-sources", "--max-threads"):
         assert option in out.stdout
+
+
+def test_bad_clients_and_a_random_source_are_dropped_alone(tmp_path: Path) -> None:
+    lpm_dir = tmp_path / "lpm"
+    lpm_dir.mkdir(mode=0o700)
+    noise = tmp_path / "noise.fifo"
+    os.mkfifo(noise, 0o600)
+    server, address = start_server(tmp_path, "--dir", str(lpm_dir), "--fifo", str(noise))
+    until = tmp_path / "stop"
+    program = python_program(tmp_path, lpm_dir, "steady.py", str(until))
+    good = WireClient(address)
+    silent = WireClient(address)  # connects and never says a word
+    try:
+        good.call("subscribe", sources="all")
+        writer = os.open(noise, os.O_WRONLY)
+        rng = random.Random(11)
+        os.write(writer, bytes(rng.getrandbits(8) for _ in range(200_000)).replace(b"hdrb", b"xxxx"))
+        os.close(writer)
+        for garbage in (
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # not a frame at all
+            encode_frame(Frame(Kind.SERVICE, 0, b"{not json")),
+            encode_frame(Frame(Kind.EVENTS, 0, b"events from a client")),
+            encode_frame(Frame(Kind.SERVICE, 0, service.request(1, "subscribe")))[:-3],  # then hangs up mid-frame
+        ):
+            bad = socket.create_connection(address, timeout=PATIENCE)
+            bad.sendall(garbage)
+            if garbage.startswith(b"LPMF") and not garbage.endswith(b"}"):
+                bad.close()
+                continue
+            reply = bad.recv(1 << 16)
+            assert b"error" in reply, f"{garbage!r} got {reply!r}"
+            bad.settimeout(PATIENCE)
+            while bad.recv(1 << 16):  # the server hangs up on it
+                pass
+            bad.close()
+        pump_all([good], lambda: any(len(markers(s)) > 100 for s in good.got.streams.values()), "the program")
+        until.write_text("")
+        program.wait(PATIENCE)
+        sources = sources_by_name(good)
+        assert sources["noise.fifo"]["skipped_bytes"] >= 190_000 and sources["noise.fifo"]["events"] == 0
+        steady = sources[f"python-{program.pid}"]
+        pump_all([good], lambda: sources_by_name(good)[f"python-{program.pid}"]["live"] is False, "the program to end")
+        ticks = markers(good.got.streams[steady["id"]])
+        assert ticks == [f"tick {i}" for i in range(len(ticks))]
+        assert silent.call("sources")["result"], "the silent client is still served"
+        log = (tmp_path / "server.log").read_text()
+        assert "protocol error" in log
+    finally:
+        until.write_text("")
+        good.close()
+        silent.close()
+        server.terminate()
+        server.wait(PATIENCE)
+    assert server.returncode == 0

@@ -722,6 +722,13 @@ def test_golden_ghc_log() -> None:
         "ppid": 2402,
         "rts": "GHC-9.0.2 rts_thr_l",
         "args": ["./t", "+RTS", "-l", "-olt.eventlog", "-N2"],
+        "rts_heap": {
+            "generations": 2,
+            "max_heap_size": 0,
+            "alloc_area_size": 1 << 20,
+            "mblock_size": 1 << 20,
+            "block_size": 4096,
+        },
     }, "no ProgramEnv in this log"
     assert len(wall_clock) == 2 and wall_clock[0] > 1_600_000_000
     threads = threads_by_id(snap)
