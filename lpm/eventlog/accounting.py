@@ -85,6 +85,17 @@ class Accounting:
         """A new header: the writer restarted, sequence numbers go on."""
         self._block_thread = None
 
+    def add_plain(self, count: int) -> None:
+        """``count`` events that are none of the kinds :meth:`add` looks into
+        (a server's fast path counts them without decoding them)."""
+        owner = self._block_thread
+        if owner is None:
+            return
+        acct = self.thread(owner)
+        acct.received += count
+        if acct.next_seq is not None:
+            acct.next_seq += count
+
     def add(self, ev: Event) -> None:
         kind = type(ev)
         if kind is EventBlock:

@@ -105,6 +105,21 @@ class RawEvent(NamedTuple):
     raw: bytes
 
 
+class RawRun(NamedTuple):
+    """Consecutive events as framed, not decoded (:meth:`EventLogReader.raw_run`).
+
+    ``events`` holds (type id, timestamp, payload start, payload end) per
+    event, offsets into ``raw``; an event whose payload starts at or before
+    ``cap_limit`` is in the block of capability ``block_cap``.
+    """
+
+    raw: bytes
+    events: list[tuple[int, int, int, int]]
+    block_cap: int | None
+    cap_limit: int
+    decoders: dict[int, _Decoder]
+
+
 Item = Union[Header, Skipped, DataEnd, EndOfStream]
 
 _HDRB = fmt.HEADER_BEGIN
@@ -218,6 +233,63 @@ class EventLogReader:
         type_id, ts, start, end = got
         pos = start - _HEAD_SIZE - (_LEN_SIZE if self._sizes[type_id] < 0 else 0)
         return RawEvent(type_id, ts, self._cap_at(start), self._base + pos, bytes(self._buf[pos:end]))
+
+    def raw_run(self) -> RawRun | None:
+        """A run of ordinary complete events, framed but not decoded, as one
+        bytes object: what a server forwards and records without touching each
+        event.  None when the next item is anything else (a block marker, the
+        end, a header, an undeclared id, an incomplete event): take it with
+        :meth:`next_raw`."""
+        if self._state is not _DATA:
+            return None
+        buf = self._buf
+        first = pos = self._pos
+        size_of = self._plain.get
+        head = _HEAD.unpack_from
+        u16 = _U16.unpack_from
+        n = len(buf)
+        limit = n - _HEAD_SIZE - _LEN_SIZE
+        events: list[tuple[int, int, int, int]] = []
+        append = events.append
+        while pos <= limit:
+            tid, ts = head(buf, pos)
+            size = size_of(tid)
+            if size is None:
+                break
+            if size < 0:
+                start = pos + _HEAD_SIZE + _LEN_SIZE
+                end = start + u16(buf, pos + _HEAD_SIZE)[0]
+            else:
+                start = pos + _HEAD_SIZE
+                end = start + size
+            if end > n:
+                break
+            append((tid, ts, start - first, end - first))
+            pos = end
+        if pos == first:
+            return None
+        self._pos = pos
+        return RawRun(bytes(buf[first:pos]), events, self._block_cap, self._block_end - self._base - first, self._decoders)
+
+    def declared_sizes(self) -> dict[int, int]:
+        """Type id -> payload size of the current header (-1: variable), with
+        the sizes GHC misdeclares corrected."""
+        return dict(self._sizes)
+
+    def payload_offset(self, type_id: int) -> int:
+        """Where an event's payload starts: after id and timestamp, and length
+        when the type is variable-size."""
+        return _HEAD_SIZE + (_LEN_SIZE if self._sizes.get(type_id, 0) < 0 else 0)
+
+    def decode_in(self, run: RawRun, event: tuple[int, int, int, int]) -> Event:
+        """Decode one event of a :meth:`raw_run` (with the decoders of the
+        header it came under, even after a new one)."""
+        tid, ts, start, end = event
+        cap = run.block_cap if start <= run.cap_limit else None
+        try:
+            return run.decoders[tid](ts, cap, run.raw, start, end)
+        except LayoutError as err:
+            return self._malformed(-1, tid, ts, cap, run.raw[start:end], err)
 
     def decode(self, event: RawEvent) -> Event:
         """Decode an event :meth:`next_raw` returned since the last header:

@@ -128,27 +128,20 @@ class Hub:
             if chunk.header is not None:
                 self._queue(client, encode_frame(Frame(Kind.HEADER, source.id, chunk.header)))
                 sub.started = True  # a fresh stream starts at a block boundary
-            events = chunk.events
-            if not sub.started:
-                at = next((i for i, e in enumerate(events) if e.type_id == fmt.BLOCK_MARKER_ID), None)
-                if at is None:
+            if sub.classes is not None:
+                raw, count = chunk.only(sub.classes)  # no block markers: no boundary to wait for
+            elif not sub.started:
+                found = chunk.from_first_block()
+                if found is None:
                     continue
-                events = events[at:]
                 sub.started = True
-            if sub.classes is None:
-                if events is chunk.events:
-                    if shared is None:
-                        shared = chunk.raw
-                    raw = shared
-                else:
-                    raw = b"".join(e.raw for e in events) + (fmt.DATA_END if chunk.end else b"")
-                count = len(events)
+                raw, count = found
             else:
-                wanted = [e for e in events if e.type_id in sub.classes]
-                raw = b"".join(e.raw for e in wanted) + (fmt.DATA_END if chunk.end else b"")
-                count = len(wanted)
+                if shared is None:
+                    shared = chunk.raw
+                raw, count = shared, chunk.count
             if raw:
-                self._queue_events(client, source.id, raw, count, sub)
+                self._queue_events(client, source, raw, count, sub)
 
     # -- clients -----------------------------------------------------------------
 
@@ -210,14 +203,16 @@ class Hub:
             client.queued = 0
             self._close(client, f"too slow: more than {2 * self.limits.queue_bytes} bytes queued")
 
-    def _queue_events(self, client: Client, source_id: int, raw: bytes, count: int, sub: Subscription) -> None:
+    def _queue_events(self, client: Client, source: Source, raw: bytes, count: int, sub: Subscription) -> None:
         if client.queued + len(raw) > self.limits.queue_bytes:
-            client.dropped[source_id] = client.dropped.get(source_id, 0) + count
+            client.dropped[source.id] = client.dropped.get(source.id, 0) + count
             client.dropped_total += count
-            sub.started = False  # what follows is mid-block: resume at the next block
+            # Unfiltered, what follows is mid-block: resume at the next block
+            # (a stream without blocks has no boundary to wait for).
+            sub.started = sub.classes is not None or not source.blocks
             return
         client.sent_events += count
-        self._queue(client, encode_frame(Frame(Kind.EVENTS, source_id, raw)))
+        self._queue(client, encode_frame(Frame(Kind.EVENTS, source.id, raw)))
 
     def _notice(self, client: Client, what: str, **fields: object) -> None:
         self._queue(client, encode_frame(Frame(Kind.SERVICE, 0, service.notice(what, **fields))))
@@ -289,7 +284,7 @@ class Hub:
         return {"source": source.id, "sent": line}, []
 
     def _subscribe(self, client: Client, source: Source, classes: Optional[frozenset[int]], snapshot: bool = True) -> None:
-        client.subs[source.id] = Subscription(classes, started=not source.blocks)
+        client.subs[source.id] = Subscription(classes, started=classes is not None or not source.blocks)
         if snapshot:
             self._send_snapshot(client, source, header=True)
 

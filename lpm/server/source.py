@@ -13,10 +13,10 @@ counted; nothing a program writes can stop the server.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ..eventlog import format as fmt
-from ..eventlog.reader import NEED_DATA, DataEnd, EndOfStream, EventLogReader, Header, RawEvent, Skipped
+from ..eventlog.reader import NEED_DATA, DataEnd, EndOfStream, EventLogReader, Header, RawEvent, RawRun, Skipped
 from ..eventlog.writer import EventType, encode_header
 from .state import Limits, SourceState
 
@@ -25,17 +25,56 @@ LEECH, FIFO, FILE, REPLAY = "leech", "fifo", "file", "replay"
 
 
 @dataclass
+class Piece:
+    """Consecutive whole events: their bytes, and (type id, timestamp, payload
+    start, payload end) per event, offsets into ``raw``.  Each event starts
+    where the one before it ends."""
+
+    raw: bytes
+    events: List[Tuple[int, int, int, int]]
+
+
+@dataclass
 class Chunk:
     """What one feed produced: a new header (a (re)started stream), then events."""
 
     header: Optional[bytes] = None
-    events: List[RawEvent] = field(default_factory=list)
+    pieces: List[Piece] = field(default_factory=list)
     end: bool = False  #: the stream's end marker came (its two bytes follow the events)
+
+    @property
+    def count(self) -> int:
+        return sum(len(p.events) for p in self.pieces)
 
     @property
     def raw(self) -> bytes:
         """The events' bytes as the program wrote them (and the end marker)."""
-        return b"".join(e.raw for e in self.events) + (fmt.DATA_END if self.end else b"")
+        return b"".join(p.raw for p in self.pieces) + (fmt.DATA_END if self.end else b"")
+
+    def from_first_block(self) -> Optional[Tuple[bytes, int]]:
+        """(bytes, events) from the first block marker on; None without one."""
+        for i, piece in enumerate(self.pieces):
+            if piece.events and piece.events[0][0] == fmt.BLOCK_MARKER_ID:
+                rest = self.pieces[i:]
+                raw = b"".join(p.raw for p in rest) + (fmt.DATA_END if self.end else b"")
+                return raw, sum(len(p.events) for p in rest)
+        return None
+
+    def only(self, types: frozenset[int]) -> Tuple[bytes, int]:
+        """(bytes, events) of the events of these types (and the end marker)."""
+        out: List[bytes] = []
+        count = 0
+        for piece in self.pieces:
+            start = 0
+            raw = piece.raw
+            for tid, _, _, end in piece.events:
+                if tid in types:
+                    out.append(raw[start:end])
+                    count += 1
+                start = end
+        if self.end:
+            out.append(fmt.DATA_END)
+        return b"".join(out), count
 
 
 def header_bytes(header: Header) -> bytes:
@@ -81,22 +120,31 @@ class Source:
         reader = self.reader
         state = self.state
         while True:
+            run = reader.raw_run()
+            if run is not None:
+                # The fast path: whole runs of ordinary events, decoded only
+                # where the state needs them (see SourceState.add_run).
+                current.pieces.append(Piece(run.raw, run.events))
+                self.events_in += len(run.events)
+                state.add_run(run, reader.decode_in)
+                continue
             item = reader.next_raw()
             if item is NEED_DATA:
                 break
             if isinstance(item, RawEvent):
-                current.events.append(item)
+                start = reader.payload_offset(item.type_id)
+                current.pieces.append(Piece(item.raw, [(item.type_id, item.ts, start, len(item.raw))]))
                 self.events_in += 1
                 if item.type_id == fmt.BLOCK_MARKER_ID:
                     self.blocks = True
                 state.add(reader.decode(item))
             elif isinstance(item, Header):
-                if current.events or current.header is not None or current.end:
+                if current.pieces or current.header is not None or current.end:
                     chunks.append(current)
                 self.header = header_bytes(item)
                 self.ended = False
                 self.blocks = False
-                state.new_header()
+                state.new_header(reader.declared_sizes())
                 current = Chunk(header=self.header)
             elif isinstance(item, DataEnd):
                 current.end = True
@@ -107,7 +155,7 @@ class Source:
                 self.skipped_bytes += item.length
             elif isinstance(item, EndOfStream):
                 break
-        if current.events or current.header is not None:
+        if current.pieces or current.header is not None:
             chunks.append(current)
         return chunks
 

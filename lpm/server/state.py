@@ -22,11 +22,12 @@ from __future__ import annotations
 import collections
 import math
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from ..eventlog import events as ev
 from ..eventlog.accounting import Accounting, ThreadAccount
-from ..eventlog.events import STOP_STATUS, Event
+from ..eventlog.events import EVENT_TYPES, STOP_STATUS, Event
+from ..eventlog.reader import RawRun
 from ..leech.redact import redact_argv, redact_env
 
 
@@ -42,6 +43,11 @@ class Limits:
     recent: int = 100  #: markers and messages kept
     snapshot_functions: int = 200  #: hottest functions put in a snapshot
 
+
+#: Decodes one event of a run (EventLogReader.decode_in).
+Decode = Callable[[RawRun, Tuple[int, int, int, int]], Event]
+#: A marker or message add_run has framed but not decoded.
+Pending = Tuple[RawRun, Tuple[int, int, int, int], Decode]
 
 #: (name, file, first line): how a function is told apart across generations.
 FunctionKey = Tuple[str, str, int]
@@ -118,6 +124,12 @@ class SourceState:
         self.headers = 0
         self.events = 0
         self.by_type: Dict[str, int] = {}
+        self._by_id: Dict[int, int] = {}  # events counted by add_run without decoding them
+        self._plain: frozenset[int] = frozenset()
+        # The newest markers and messages add_run has not decoded yet, in
+        # stream order: one deque each, as each keeps its own newest.
+        self._pending_markers: Deque[Pending] = collections.deque(maxlen=self.limits.recent)
+        self._pending_messages: Deque[Pending] = collections.deque(maxlen=self.limits.recent)
         self.program: Dict[str, Any] = {}
         self.settings: Dict[str, str] = {}
         self.threads: Dict[int, ThreadState] = {}
@@ -149,9 +161,15 @@ class SourceState:
 
     # -- input ------------------------------------------------------------------
 
-    def new_header(self) -> None:
-        """The source started a (new) stream: a restart or a new reader's header."""
+    def new_header(self, sizes: Dict[int, int] | None = None) -> None:
+        """The source started a (new) stream: a restart or a new reader's header.
+
+        ``sizes`` (type id -> declared payload size, -1 for variable) lets
+        :meth:`add_run` count the types whose events change nothing here but
+        counts, and decode only the newest markers and messages of a run.
+        """
         self.headers += 1
+        self._plain = frozenset(t for t, size in (sizes or {}).items() if _plain(t, size))
         self.accounting.reset()
         self._codes.clear()
         self._gc_start.clear()
@@ -159,6 +177,8 @@ class SourceState:
     def add(self, e: Event) -> None:
         """One decoded event, in stream order."""
         kind = type(e)
+        if kind in _TEXT_CLASSES and (self._pending_markers or self._pending_messages):
+            self._flush_texts()  # the older ones first
         self.events += 1
         name = kind.__name__
         self.by_type[name] = self.by_type.get(name, 0) + 1
@@ -172,6 +192,53 @@ class SourceState:
             self.malformed += 1
         elif kind is ev.UnknownEvent:
             self.unknown += 1
+
+    def add_run(self, run: RawRun, decode: Decode) -> None:
+        """Events framed but not decoded (:meth:`~lpm.eventlog.reader.EventLogReader.raw_run`):
+        the same state as :meth:`add` of each decoded, for a fraction of the work
+        on the plain kinds (markers, messages, and types nothing here looks
+        into).  Of the markers and messages only the newest are decoded, when
+        the state is next read or another one is added one by one."""
+        plain = self._plain
+        counts = self._by_id
+        marker_id = ev.UserMarker.ID
+        pending_markers = self._pending_markers
+        pending_messages = self._pending_messages
+        pending = 0
+        newest = self.time_ns
+        for event in run.events:
+            tid = event[0]
+            if tid in plain:
+                counts[tid] = counts.get(tid, 0) + 1
+                pending += 1
+                if event[1] > newest:
+                    newest = event[1]
+                if tid == marker_id:
+                    pending_markers.append((run, event, decode))
+                elif tid in _TEXT_IDS:
+                    pending_messages.append((run, event, decode))
+            else:
+                if pending:
+                    self.accounting.add_plain(pending)
+                    self.events += pending
+                    pending = 0
+                self.time_ns = max(self.time_ns, newest)
+                self.add(decode(run, event))  # never a marker or message (those are plain)
+                newest = self.time_ns
+        if pending:
+            self.accounting.add_plain(pending)
+            self.events += pending
+        self.time_ns = max(self.time_ns, newest)
+
+    def _flush_texts(self) -> None:
+        for pending in (self._pending_markers, self._pending_messages):
+            while pending:
+                run, event, decode = pending.popleft()
+                e = decode(run, event)
+                if isinstance(e, ev.UserMarker):
+                    self.markers.append((e.ts, e.marker))
+                elif isinstance(e, (ev.UserMessage, ev.Message)):
+                    self.messages.append((e.ts, e.message))
 
     # -- threads ----------------------------------------------------------------
 
@@ -438,6 +505,7 @@ class SourceState:
     # -- output -------------------------------------------------------------------
 
     def hottest(self, n: int) -> List[Dict[str, Any]]:
+        self._flush_texts()
         top = sorted(self.functions.items(), key=lambda kv: (kv[1].total, kv[1].own), reverse=True)[:n]
         return [
             {"name": name, "file": filename, "line": line, "own": s.own, "total": s.total}
@@ -465,13 +533,21 @@ class SourceState:
             ],
         }
 
+    def _type_counts(self) -> Dict[str, int]:
+        counts = dict(self.by_type)
+        for tid, n in self._by_id.items():
+            name = EVENT_TYPES[tid].__name__
+            counts[name] = counts.get(name, 0) + n
+        return dict(sorted(counts.items()))
+
     def snapshot(self) -> Dict[str, Any]:
         """The whole state as a JSON-ready dict."""
+        self._flush_texts()
         return {
             "time_ns": self.time_ns,
             "headers": self.headers,
             "events": self.events,
-            "by_type": dict(sorted(self.by_type.items())),
+            "by_type": self._type_counts(),
             "program": dict(self.program),
             "settings": dict(self.settings),
             "threads": [t.json() for t in sorted(self.threads.values(), key=lambda t: t.id)],
@@ -494,6 +570,26 @@ class SourceState:
             "loss": self.loss(),
             "unknown_events": self.unknown,
         }
+
+
+#: Markers and messages: add_run decodes only the newest, which are all add would keep.
+_TEXT_CLASSES = frozenset({ev.UserMarker, ev.UserMessage, ev.Message})
+_TEXT_IDS = frozenset(cls.ID for cls in _TEXT_CLASSES)
+#: What the loss accounting looks into.
+_ACCOUNTED = frozenset({ev.EventBlock.ID, ev.PyBlockInfo.ID, ev.PySeqPoint.ID, ev.StopThread.ID, ev.PyDataLoss.ID})
+
+
+def _plain(type_id: int, declared: int) -> bool:
+    """Whether add_run may count events of this type without decoding them:
+    known, changing nothing but counts (or a marker or message), and
+    impossible to fail decoding (add would count a failure as MalformedEvent)."""
+    cls = EVENT_TYPES.get(type_id)
+    if cls is None or type_id in _ACCOUNTED or (cls in _HANDLERS and type_id not in _TEXT_IDS):
+        return False
+    layout = cls.LAYOUT
+    if layout.fixed is not None:  # ``declared`` is the reader's: -1 for variable, quirks applied
+        return declared >= layout.fixed.size and not cls.OLD_SIZES
+    return set(layout.codes) <= {"t", "y"}
 
 
 def _finite(x: float) -> float | str:
