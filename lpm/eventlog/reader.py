@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, NamedTuple, Union
 
 from ..errors import FormatError
@@ -63,6 +63,8 @@ class Header:
 
     offset: int
     types: Mapping[int, EventType]
+    #: The header's bytes as written (a server forwards them, never re-encoded).
+    raw: bytes = field(default=b"", repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,7 @@ class EventLogReader:
         self.errors = 0
         #: The last error a lenient reader skipped, for its log.
         self.last_error: FormatError | None = None
+        self._header_raw = bytearray()
         self._buf = bytearray()
         self._pos = 0
         self._base = 0  # stream offset of self._buf[0]
@@ -473,6 +476,7 @@ class EventLogReader:
         self._pos = at + 8
         self._header_start = self._base + at
         self._types = {}
+        self._header_raw = bytearray(fmt.HEADER_BEGIN + fmt.HET_BEGIN)
         if skipped is not None:
             return skipped
         return None
@@ -491,6 +495,7 @@ class EventLogReader:
             if buf[pos + 8 : pos + 12] != fmt.DATA_BEGIN:
                 raise FormatError(self._base + pos + 8, "expected 'datb' after the header")
             self._pos = pos + 12
+            self._header_raw += buf[pos : pos + 12]
             self._start_data()
             assert self.header is not None
             return self.header
@@ -520,11 +525,12 @@ class EventLogReader:
             raise FormatError(self._base + pos, "event type 65535 is reserved for the end marker")
         desc = bytes(buf[pos + fmt.ET_HEAD.size : at]).decode("utf-8", "replace")
         self._types[type_id] = EventType(type_id, size, desc, bytes(buf[at + 4 : end]))
+        self._header_raw += buf[pos : end + 4]
         self._pos = end + 4
         return None
 
     def _start_data(self) -> None:
-        self.header = Header(self._header_start, dict(self._types))
+        self.header = Header(self._header_start, dict(self._types), bytes(self._header_raw))
         self._sizes = {}
         self._decoders = {}
         for type_id, et in self._types.items():

@@ -142,8 +142,8 @@ def class_filter(classes: Any) -> Optional[frozenset[int]]:
     for item in classes:
         if isinstance(item, str) and item in CLASSES:
             ids |= CLASSES[item]
-        elif isinstance(item, int) and not isinstance(item, bool) and 0 <= item < 0xFFFF:
-            ids.add(item)
+        elif isinstance(item, int) and not isinstance(item, bool) and 0 <= item < 0xFFFF and item != 18:
+            ids.add(item)  # not 18: a block marker's size would not match a filtered stream
         else:
             raise ValueError(f"unknown event class {item!r}; classes are: {', '.join(CLASSES)} or type ids")
     return frozenset(ids)

@@ -54,6 +54,7 @@ class HubLimits:
 class Subscription:
     classes: Optional[frozenset[int]]
     started: bool  #: events flow (after the first block boundary)
+    resync: bool = False  #: waiting for a block after a drop: what is skipped counts as dropped
 
 
 class Client:
@@ -108,9 +109,8 @@ class Hub:
     def source_closed(self, source: Source) -> None:
         for chunk in source.close():
             self._forward(source, chunk)
-        for client in self.clients.values():
-            if source.id in client.subs or client.all_sources:
-                self._notice(client, "source-gone", source=source.id, name=source.name)
+        for client in self.clients.values():  # as source-added: every client hears
+            self._notice(client, "source-gone", source=source.id, name=source.name)
 
     def remove_source(self, source: Source) -> None:
         self.sources.pop(source.id, None)
@@ -127,14 +127,18 @@ class Hub:
                 continue
             if chunk.header is not None:
                 self._queue(client, encode_frame(Frame(Kind.HEADER, source.id, chunk.header)))
-                sub.started = True  # a fresh stream starts at a block boundary
+                sub.started, sub.resync = True, False  # a fresh stream starts at a block boundary
             if sub.classes is not None:
                 raw, count = chunk.only(sub.classes)  # no block markers: no boundary to wait for
             elif not sub.started:
                 found = chunk.from_first_block()
+                if sub.resync:
+                    skipped = chunk.count - (found[1] if found is not None else 0)
+                    client.dropped[source.id] = client.dropped.get(source.id, 0) + skipped
+                    client.dropped_total += skipped
                 if found is None:
                     continue
-                sub.started = True
+                sub.started, sub.resync = True, False
                 raw, count = found
             else:
                 if shared is None:
@@ -210,12 +214,14 @@ class Hub:
             # Unfiltered, what follows is mid-block: resume at the next block
             # (a stream without blocks has no boundary to wait for).
             sub.started = sub.classes is not None or not source.blocks
+            sub.resync = not sub.started
             return
         client.sent_events += count
         self._queue(client, encode_frame(Frame(Kind.EVENTS, source.id, raw)))
 
     def _notice(self, client: Client, what: str, **fields: object) -> None:
-        self._queue(client, encode_frame(Frame(Kind.SERVICE, 0, service.notice(what, **fields))))
+        if client.close_reason is None:
+            self._queue(client, encode_frame(Frame(Kind.SERVICE, 0, service.notice(what, **fields))))
 
     # -- service -------------------------------------------------------------------
 

@@ -78,7 +78,9 @@ class Chunk:
 
 
 def header_bytes(header: Header) -> bytes:
-    """A header's bytes, from its declarations in the order they came."""
+    """A header's bytes as written (re-encoded only for a Header made by hand)."""
+    if header.raw:
+        return header.raw
     return encode_header(EventType(t.id, t.size, t.description, t.extra) for t in header.types.values())
 
 
