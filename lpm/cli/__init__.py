@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Sequence
 
-COMMANDS = ("run", "show", "server", "demo")
+COMMANDS = ("run", "show", "server", "client", "demo")
 
 
 def command_module(name: str) -> ModuleType:

@@ -1,0 +1,219 @@
+"""Talk to a running `lpm server`.
+
+    python -m lpm client sources                   # what the server watches
+    python -m lpm client state 2                   # a source's live state (--json for all of it)
+    python -m lpm client show --source 2           # its events as text, live
+    python -m lpm client record out.eventlog --source 2
+    python -m lpm client pause 2 | resume 2 | rate 2 200
+
+Every subcommand takes --server HOST:PORT (default 127.0.0.1:8242).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+from ..client import Client, ServiceError
+from ..client.model import Snapshot
+from ..errors import CommandError
+from ..eventlog import EventLogReader
+from ..eventlog.events import Event
+from ..eventlog.reader import NEED_DATA
+from .server import _address
+
+HELP = "talk to a running lpm server: sources, state, show, record, pause, resume, rate"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", type=_address, default=("127.0.0.1", 8242), metavar="HOST:PORT",
+                        help="the server (default 127.0.0.1:8242)")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds to wait for the server (default 10)")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub.add_parser("sources", help="list the sources the server watches")
+    p = sub.add_parser("state", help="a source's live state")
+    p.add_argument("source", type=int)
+    p.add_argument("--json", action="store_true", help="the whole snapshot as JSON")
+    for name in ("pause", "resume"):
+        sub.add_parser(name, help=f"{name} a source's leech").add_argument("source", type=int)
+    p = sub.add_parser("rate", help="set a source's sample rate")
+    p.add_argument("source", type=int)
+    p.add_argument("hz", type=float)
+    p = sub.add_parser("show", help="events as text, live")
+    p.add_argument("--source", type=int, action="append", help="only this source (repeatable; default all)")
+    p.add_argument("--classes", help="only these event classes, comma-separated (threads, gc, heap, samples, user, ...)")
+    p.add_argument("--count", type=int, help="stop after this many events")
+    p = sub.add_parser("record", help="write a source's stream to a valid eventlog file, live")
+    p.add_argument("file")
+    p.add_argument("--source", type=int, required=True)
+    p.add_argument("--until-gone", action="store_true", help="stop when the source ends (default: at Ctrl-C)")
+
+
+def run(args: argparse.Namespace) -> int:
+    action = args.action
+    if action in ("sources", "state", "pause", "resume", "rate"):
+        return _service(args)
+    if action == "show":
+        return _show(args)
+    return _record(args)
+
+
+def _one_shot(args: argparse.Namespace) -> Client:
+    client = Client(args.server, reconnect=False, connect_timeout=args.timeout).start()
+    if not client.connected.wait(args.timeout):
+        client.close()
+        raise CommandError(f"cannot reach the server at {args.server[0]}:{args.server[1]}")
+    return client
+
+
+def _service(args: argparse.Namespace) -> int:
+    states: List[Snapshot] = []
+    got_state = threading.Event()
+
+    def on_state(snapshot: Snapshot) -> None:
+        states.append(snapshot)
+        got_state.set()
+
+    client = Client(args.server, reconnect=False, connect_timeout=args.timeout, on_state=on_state).start()
+    try:
+        if not client.connected.wait(args.timeout):
+            raise CommandError(f"cannot reach the server at {args.server[0]}:{args.server[1]}")
+        if args.action == "sources":
+            _print_sources(client.call("sources", args.timeout))
+        elif args.action == "state":
+            client.call("state", args.timeout, source=args.source)
+            if not got_state.wait(args.timeout):
+                raise CommandError("the server sent no state")
+            snapshot = states[-1]
+            print(json.dumps(snapshot.raw, indent=1) if args.json else _describe(snapshot))
+        elif args.action == "rate":
+            client.call("rate", args.timeout, source=args.source, hz=args.hz)
+            print(f"source {args.source}: sample rate {args.hz:g} Hz sent")
+        else:
+            client.call(args.action, args.timeout, source=args.source)
+            print(f"source {args.source}: {args.action} sent")
+    except ServiceError as err:
+        raise CommandError(str(err)) from None
+    except (ConnectionError, TimeoutError) as err:
+        raise CommandError(f"the server did not answer: {err}") from None
+    finally:
+        client.close()
+    return 0
+
+
+def _print_sources(sources: List[Dict[str, Any]]) -> None:
+    print(f"{'id':>4}  {'name':<24} {'kind':<7} {'pid':>7}  {'live':<5} {'events':>10}  rts")
+    for s in sources:
+        print(f"{s['id']:>4}  {s['name'][:24]:<24} {s['kind']:<7} {s['pid'] or '-':>7}  "
+              f"{'yes' if s['live'] else 'no':<5} {s['events']:>10,}  {s.get('rts') or ''}")
+
+
+def _describe(s: Snapshot) -> str:
+    lines = [f"source {s.source} ({s.name}): {s.events:,} events, {len(s.threads)} threads, {s.samples:,} samples"]
+    program = s.program
+    if program.get("pid") is not None:
+        lines.append(f"  pid {program.get('pid')}  {program.get('rts', '')}")
+    lines.append(f"  gc: {s.gc.collections} collections {dict(sorted(s.gc.by_generation.items()))}, "
+                 f"pause last {_ms(s.gc.last_pause_ns)} max {_ms(s.gc.max_pause_ns)}")
+    if s.heap:
+        lines.append("  heap: " + ", ".join(f"{k} {v:,}" for k, v in sorted(s.heap.items())))
+    lines.append("  threads:")
+    for t in s.threads[:20]:
+        cpu = f"{t.cpu_ns / 1e9:.2f} s CPU" if t.cpu_ns is not None else ""
+        lines.append(f"    {t.id:>4} {t.label[:30]:<30} {t.status:<12} {cpu}")
+    if s.functions:
+        lines.append("  hottest functions (samples: total own):")
+        for f in s.functions[:10]:
+            lines.append(f"    {f.total:>6} {f.own:>6}  {f.name}  {f.file}:{f.line}")
+    loss = s.loss
+    lines.append(f"  loss: {loss.reported_lost} reported lost, {loss.unreported} unreported, {loss.events_lost} dropped by the leech")
+    return "\n".join(lines)
+
+
+def _ms(ns: Optional[int]) -> str:
+    return "-" if ns is None else f"{ns / 1e6:.2f} ms"
+
+
+def _show(args: argparse.Namespace) -> int:
+    seen = [0]
+    done = threading.Event()
+
+    def on_event(source: int, e: Event) -> None:
+        cap = "" if e.cap is None else f"cap {e.cap}: "
+        print(f"{source:>3} {e.ts:>15}: {cap}{e.describe()}", flush=False)
+        seen[0] += 1
+        if args.count is not None and seen[0] >= args.count:
+            done.set()
+
+    def on_service(message: Dict[str, Any]) -> None:
+        if message.get("notice") == "dropped":
+            print(f"lpm client: {message['events']} events of source {message['source']} dropped (this client is slow)",
+                  file=sys.stderr)
+        elif message.get("type") == "error":
+            print(f"lpm client: the server says: {message.get('error')}", file=sys.stderr)
+
+    subscribe: Dict[str, Any] = {"sources": args.source or "all"}
+    if args.classes:
+        subscribe["classes"] = [c.strip() for c in args.classes.split(",") if c.strip()]
+    client = Client(args.server, on_event=on_event, on_service=on_service, subscribe=subscribe,
+                    on_exit=lambda err: done.set(), connect_timeout=args.timeout).start()
+    try:
+        while not done.wait(0.2):
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
+        sys.stdout.flush()
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    counter = EventLogReader(strict=False)
+    totals = {"bytes": 0, "events": 0}
+    counts: Dict[int, int] = {}
+    gone = threading.Event()
+    out = open(args.file, "wb")
+    started = [False]
+
+    def on_raw(source: int, header: bool, payload: bytes) -> None:
+        if source != args.source:
+            return
+        if header and started[0]:
+            return  # a restarted stream goes to no second header in one file; ghc-events reads one
+        started[0] = True
+        out.write(payload)
+        out.flush()
+        totals["bytes"] += len(payload)
+        counter.feed(payload)
+        while counter.count(counts) is not NEED_DATA:
+            pass
+        totals["events"] = sum(counts.values())
+
+    def on_service(message: Dict[str, Any]) -> None:
+        if message.get("notice") == "source-gone" and message.get("source") == args.source:
+            gone.set()
+        elif message.get("notice") == "dropped":
+            print(f"\nlpm client: {message['events']} events dropped by the server (this client is slow)", file=sys.stderr)
+
+    client = Client(args.server, on_raw=on_raw, on_service=on_service, subscribe={"sources": [args.source]},
+                    connect_timeout=args.timeout).start()
+    last = 0.0
+    try:
+        while not (args.until_gone and gone.is_set()):
+            time.sleep(0.1)
+            if sys.stderr.isatty() and time.monotonic() - last > 0.5:
+                last = time.monotonic()
+                print(f"\rrecording source {args.source}: {totals['events']:,} events, {totals['bytes']:,} bytes",
+                      end="", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
+        out.close()
+    print(f"lpm client: wrote {totals['events']:,} events, {totals['bytes']:,} bytes to {args.file}", file=sys.stderr)
+    return 0

@@ -1,0 +1,239 @@
+"""Connect to ``python -m lpm server`` and receive its sources live.
+
+>>> from lpm.client import Client
+>>> def event(source: int, e: Event) -> None: print(source, e.describe())
+>>> client = Client(("127.0.0.1", 8242), on_event=event).start()   # a thread of its own
+>>> client.call("sources")                                          # any service request
+>>> client.close()
+
+Callbacks (each optional; they run in the client's thread, or on an asyncio
+loop given with ``loop=``): ``on_header(source, header)``,
+``on_event(source, event)`` with typed events, ``on_service(message)`` for
+notices (and errors that answer nothing), ``on_state(snapshot)`` with the
+typed :class:`~lpm.client.model.Snapshot`, ``on_exit(error)`` once when the
+client stops for good (``None`` after :meth:`Client.close`).
+
+When the connection drops, the client reconnects with backoff and
+subscribes again, so it resumes with a fresh header and snapshot; requests
+in flight fail with :class:`ConnectionError`.  From asyncio, ``await
+client.acall(...)`` does not block the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+import threading
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ..errors import LpmError, ProtocolError
+from ..eventlog.events import Event
+from ..eventlog.reader import Header
+from .model import Snapshot
+from ..protocol.frames import Kind
+from .protocol import ClientProtocol, EventMessage, HeaderMessage, Message, RawMessage, ServiceMessage, StateMessage
+
+__all__ = ["Client", "ServiceError", "Snapshot"]
+
+DEFAULT_ADDRESS = ("127.0.0.1", 8242)
+
+
+class ServiceError(LpmError):
+    """The server answered a request with an error."""
+
+
+class _Pending:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.reply: Optional[Dict[str, Any]] = None
+        self.error: Optional[BaseException] = None
+
+
+class Client:
+    """A connection to a server, kept up, with callbacks.
+
+    Args:
+        address: (host, port) of the server.
+        subscribe: the ``subscribe`` request's arguments, sent on every
+            (re)connection; None subscribes to nothing.
+        reconnect: reconnect after the connection drops (else stop).
+        backoff: first delay, factor and longest delay between attempts (s).
+        loop: run the callbacks on this asyncio loop instead.
+    """
+
+    def __init__(
+        self,
+        address: Tuple[str, int] = DEFAULT_ADDRESS,
+        *,
+        on_header: Optional[Callable[[int, Header], None]] = None,
+        on_event: Optional[Callable[[int, Event], None]] = None,
+        on_service: Optional[Callable[[Dict[str, Any]], None]] = None,
+        on_state: Optional[Callable[[Snapshot], None]] = None,
+        on_exit: Optional[Callable[[Optional[BaseException]], None]] = None,
+        on_raw: Optional[Callable[[int, bool, bytes], None]] = None,
+        subscribe: Optional[Dict[str, Any]] = None,
+        reconnect: bool = True,
+        backoff: Tuple[float, float, float] = (0.1, 2.0, 5.0),
+        connect_timeout: float = 5.0,
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+    ) -> None:
+        self.address = address
+        self.on_header = on_header
+        self.on_event = on_event
+        self.on_service = on_service
+        self.on_state = on_state
+        self.on_exit = on_exit
+        self.on_raw = on_raw  #: (source, is_header, bytes): set, events arrive undecoded
+        self.subscription = subscribe
+        self.reconnect = reconnect
+        self.backoff = backoff
+        self.connect_timeout = connect_timeout
+        self.loop = loop
+        self.connected = threading.Event()
+        self.connections = 0
+        self._sock: Optional[socket.socket] = None
+        self._protocol = ClientProtocol()
+        self._send_lock = threading.Lock()
+        self._pending: Dict[int, _Pending] = {}
+        self._closing = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # -- life ------------------------------------------------------------------
+
+    def start(self) -> Client:
+        """Run in a daemon thread of its own; returns self."""
+        self._thread = threading.Thread(target=self.run, name="lpm-client", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop for good; on_exit(None) follows."""
+        self._closing.set()
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(10)
+
+    def run(self) -> None:
+        """Connect, receive, reconnect, until :meth:`close` (or a drop without ``reconnect``)."""
+        delay = self.backoff[0]
+        error: Optional[BaseException] = None
+        while not self._closing.is_set():
+            try:
+                self._connect()
+                delay = self.backoff[0]
+                self._receive()
+                error = None
+            except (OSError, ProtocolError) as err:
+                error = err
+            finally:
+                self._disconnect(error)
+            if self._closing.is_set() or not self.reconnect:
+                break
+            self._closing.wait(delay)
+            delay = min(delay * self.backoff[1], self.backoff[2])
+        self._dispatch(self.on_exit, None if self._closing.is_set() else error)
+
+    # -- requests ----------------------------------------------------------------
+
+    def call(self, op: str, timeout: float = 10.0, **args: Any) -> Any:
+        """Send a service request and wait for its reply; the reply's result.
+
+        Raises:
+            ServiceError: the server answered with an error.
+            ConnectionError: not connected, or the connection dropped first.
+            TimeoutError: no answer within ``timeout`` seconds.
+        """
+        if not self.connected.wait(timeout):
+            raise ConnectionError(f"not connected to {self.address[0]}:{self.address[1]}")
+        id_, data = self._protocol.request(op, **args)
+        pending = self._pending[id_] = _Pending()
+        self._send(data)
+        if not pending.done.wait(timeout):
+            self._pending.pop(id_, None)
+            raise TimeoutError(f"no answer to {op} within {timeout} s")
+        if pending.error is not None:
+            raise pending.error
+        assert pending.reply is not None
+        if pending.reply.get("type") == "error":
+            raise ServiceError(str(pending.reply.get("error")))
+        return pending.reply.get("result")
+
+    async def acall(self, op: str, timeout: float = 10.0, **args: Any) -> Any:
+        """:meth:`call` from asyncio, without blocking the loop."""
+        return await asyncio.to_thread(self.call, op, timeout, **args)
+
+    # -- the connection ------------------------------------------------------------
+
+    def _connect(self) -> None:
+        sock = socket.create_connection(self.address, timeout=self.connect_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(None)
+        self._protocol = ClientProtocol(raw=self.on_raw is not None)
+        self._sock = sock
+        self.connections += 1
+        self.connected.set()
+        if self.subscription is not None:
+            _, data = self._protocol.request("subscribe", **self.subscription)
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        sock = self._sock
+        if sock is None:
+            raise ConnectionError("not connected")
+        with self._send_lock:
+            sock.sendall(data)
+
+    def _receive(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while not self._closing.is_set():
+            ready, _, _ = select.select([sock], [], [], 0.2)
+            if not ready:
+                continue
+            data = sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("the server closed the connection")
+            self._deliver(self._protocol.feed(data))
+
+    def _disconnect(self, error: Optional[BaseException]) -> None:
+        self.connected.clear()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        pending, self._pending = self._pending, {}
+        for p in pending.values():
+            p.error = ConnectionError(f"connection lost: {error}" if error else "connection closed")
+            p.done.set()
+
+    def _deliver(self, messages: List[Message]) -> None:
+        for m in messages:
+            if isinstance(m, EventMessage):
+                self._dispatch(self.on_event, m.source, m.event)
+            elif isinstance(m, HeaderMessage):
+                self._dispatch(self.on_header, m.source, m.header)
+            elif isinstance(m, RawMessage):
+                self._dispatch(self.on_raw, m.source, m.kind is Kind.HEADER, m.payload)
+            elif isinstance(m, StateMessage):
+                self._dispatch(self.on_state, m.snapshot)
+            elif isinstance(m, ServiceMessage):
+                id_ = m.message.get("id")
+                pending = self._pending.pop(id_, None) if isinstance(id_, int) else None
+                if pending is not None and m.kind in ("reply", "error"):
+                    pending.reply = m.message
+                    pending.done.set()
+                elif m.kind != "reply":
+                    self._dispatch(self.on_service, m.message)
+
+    def _dispatch(self, callback: Optional[Callable[..., None]], *args: Any) -> None:
+        if callback is None:
+            return
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(callback, *args)
+        else:
+            callback(*args)
