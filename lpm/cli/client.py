@@ -47,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--source", type=int, action="append", help="only this source (repeatable; default all)")
     p.add_argument("--classes", help="only these event classes, comma-separated (threads, gc, heap, samples, user, ...)")
     p.add_argument("--count", type=int, help="stop after this many events")
+    p = sub.add_parser("export", help="speedscope, Chrome trace, collapsed stacks or eventlog, from a recording or live")
+    p.add_argument("format", choices=["speedscope", "chrome", "collapsed", "eventlog"])
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write it ('-': stdout)")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--from", dest="recording", metavar="FILE", help="an eventlog file (a recording)")
+    group.add_argument("--source", type=int, help="a live source: record it for --seconds first")
+    p.add_argument("--seconds", type=float, default=5.0, help="how long to record a live source (default 5)")
     p = sub.add_parser("record", help="write a source's stream to a valid eventlog file, live")
     p.add_argument("file")
     p.add_argument("--source", type=int, required=True)
@@ -59,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         return _service(args)
     if action == "show":
         return _show(args)
+    if action == "export":
+        return _export(args)
     return _record(args)
 
 
@@ -216,4 +225,57 @@ def _record(args: argparse.Namespace) -> int:
         client.close()
         out.close()
     print(f"lpm client: wrote {totals['events']:,} events, {totals['bytes']:,} bytes to {args.file}", file=sys.stderr)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ..eventlog import read_events
+    from ..views import export
+
+    if args.recording is not None:
+        try:
+            with open(args.recording, "rb") as f:
+                data = f.read()
+        except OSError as err:
+            raise CommandError(f"cannot read {args.recording}: {err.strerror}") from None
+    else:
+        chunks: List[bytes] = []
+        started = [False]
+
+        def on_raw(source: int, header: bool, payload: bytes) -> None:
+            if source == args.source and not (header and started[0]):
+                started[0] = True
+                chunks.append(payload)
+
+        client = Client(args.server, on_raw=on_raw, subscribe={"sources": [args.source]},
+                        connect_timeout=args.timeout).start()
+        try:
+            if not client.connected.wait(args.timeout):
+                raise CommandError(f"cannot reach the server at {args.server[0]}:{args.server[1]}")
+            time.sleep(args.seconds)
+        finally:
+            client.close()
+        data = b"".join(chunks)
+        if not data:
+            raise CommandError(f"source {args.source} sent nothing in {args.seconds:g} s (is it there? try `lpm client sources`)")
+    if args.format == "eventlog":
+        text: str | bytes = data
+    else:
+        items = read_events(data, strict=False)
+        name = args.recording or f"source {args.source}"
+        if args.format == "speedscope":
+            text = export.speedscope(items, name=name)
+        elif args.format == "chrome":
+            text = export.chrome_trace(items)
+        else:
+            text = export.collapsed(items)
+    if args.output == "-":
+        if isinstance(text, bytes):
+            sys.stdout.buffer.write(text)
+        else:
+            sys.stdout.write(text)
+    else:
+        with open(args.output, "wb") as out:
+            out.write(text if isinstance(text, bytes) else text.encode("utf-8"))
+        print(f"lpm client: wrote {args.format} to {args.output}", file=sys.stderr)
     return 0
