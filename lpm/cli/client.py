@@ -3,6 +3,7 @@
     python -m lpm client sources                   # what the server watches
     python -m lpm client state 2                   # a source's live state (--json for all of it)
     python -m lpm client show --source 2           # its events as text, live
+    python -m lpm client top                       # threads, hottest functions, GC, heap: live
     python -m lpm client record out.eventlog --source 2
     python -m lpm client pause 2 | resume 2 | rate 2 200
 
@@ -47,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--source", type=int, action="append", help="only this source (repeatable; default all)")
     p.add_argument("--classes", help="only these event classes, comma-separated (threads, gc, heap, samples, user, ...)")
     p.add_argument("--count", type=int, help="stop after this many events")
+    p = sub.add_parser("top", help="a live terminal view: threads, hottest functions, GC, heap, loss")
+    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between refreshes (default 1)")
+    p.add_argument("--rounds", type=int, metavar="N", help="plain text only: print N times, then stop")
+    p.add_argument("--plain", action="store_true", help="periodic plain text even on a terminal")
     p = sub.add_parser("export", help="speedscope, Chrome trace, collapsed stacks or eventlog, from a recording or live")
     p.add_argument("format", choices=["speedscope", "chrome", "collapsed", "eventlog"])
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write it ('-': stdout)")
@@ -68,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         return _show(args)
     if action == "export":
         return _export(args)
+    if action == "top":
+        return _top(args)
     return _record(args)
 
 
@@ -278,4 +285,40 @@ def _export(args: argparse.Namespace) -> int:
         with open(args.output, "wb") as out:
             out.write(text if isinstance(text, bytes) else text.encode("utf-8"))
         print(f"lpm client: wrote {args.format} to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _top(args: argparse.Namespace) -> int:
+    from ..views.top import TopView, run_curses, run_plain
+
+    view = TopView()
+    client = Client(args.server, on_state=view.update, connect_timeout=args.timeout).start()
+    if not client.connected.wait(args.timeout):
+        client.close()
+        raise CommandError(f"cannot reach the server at {args.server[0]}:{args.server[1]}")
+
+    def refresh() -> None:
+        try:
+            for source in client.call("sources", args.timeout):
+                if source["id"] not in view.snapshots or source["live"]:
+                    client.call("state", args.timeout, source=source["id"])
+        except (ConnectionError, TimeoutError, ServiceError) as err:
+            view.status = f"server: {err}"
+
+    def pause(source: int, paused: bool) -> str:
+        try:
+            client.call("pause" if paused else "resume", args.timeout, source=source)
+        except (ConnectionError, TimeoutError, ServiceError) as err:
+            return f"source {source}: {err}"
+        return f"source {source}: {'paused' if paused else 'resumed'}"
+
+    try:
+        if args.plain or args.rounds is not None or not sys.stdout.isatty():
+            run_plain(view, refresh, args.interval, args.rounds, lambda text: print(text, end="", flush=True))
+        else:
+            run_curses(view, refresh, args.interval, pause)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
     return 0
