@@ -1,9 +1,12 @@
-"""Watch a sample program live: it runs under the leech in a child process
-(python -m lpm run -m lpm.cli.sample_app), and this command reads its FIFO as
-the events arrive, printing the interesting ones and, at the end, the count of
-every event type and the proof that nothing was lost silently.
+"""Watch a sample program live, the whole way: the program runs under the
+leech (python -m lpm run -m lpm.cli.sample_app), a server (python -m lpm
+server, on a free loopback port, watching a private directory) reads it, and
+this command is a client of that server.
 
-The server and the top view join this command when they exist.
+On a terminal it shows the `top` view (q quits).  Otherwise it prints the
+interesting events as they arrive and, at the end, the count of every event
+type and the proof, per thread, that nothing was lost silently.  The program
+and the server are stopped when it ends.
 """
 
 from __future__ import annotations
@@ -13,14 +16,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
+import threading
 from collections import Counter
 
 from ..errors import CommandError
-from ..eventlog import NEED_DATA, EndOfStream, Event, EventLogReader, Header
+from ..eventlog import Event, Header
 from ..eventlog import events as ev
 from ..eventlog.accounting import Accounting
-from ..leech.paths import open_reader
 
 HELP = "run a sample program under the leech and watch its events live"
 
@@ -44,62 +46,111 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--implementation", choices=["auto", "native", "python"], default="auto", help="which leech (default auto)"
     )
+    parser.add_argument("--plain", action="store_true", help="print events and counts even on a terminal (no top view)")
 
 
 def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="lpm-demo-") as lpm_dir:
         os.chmod(lpm_dir, 0o700)
         env = dict(os.environ, LPM_DIR=lpm_dir)
-        cmd = [sys.executable, "-m", "lpm", "run", "--implementation", args.implementation]
-        cmd += ["-m", "lpm.cli.sample_app", "--seconds", str(args.seconds)]
-        print(f"== running: {' '.join(cmd[1:])}", flush=True)
-        app = subprocess.Popen(cmd, env=env)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "lpm", "server", "--listen", "127.0.0.1:0", "--dir", lpm_dir],
+            stdout=subprocess.PIPE, text=True, env=env,
+        )
+        app: subprocess.Popen[bytes] | None = None
         try:
-            fifo = _wait_for_fifo(lpm_dir, app)
-            print(f"== reading its events live from {fifo}\n", flush=True)
-            return _watch(fifo, app, args.all)
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            if "listening on" not in line:
+                raise CommandError(f"the server did not start: {line.strip() or 'no output'}")
+            host, port = line.rsplit(" ", 1)[1].strip().rsplit(":", 1)
+            address = (host, int(port))
+            cmd = [sys.executable, "-m", "lpm", "run", "--implementation", args.implementation]
+            cmd += ["-m", "lpm.cli.sample_app", "--seconds", str(args.seconds)]
+            print(f"== server on {host}:{port}; running: {' '.join(cmd[1:])}", flush=True)
+            app = subprocess.Popen(cmd, env=env)
+            if sys.stdout.isatty() and not args.plain:
+                return _top(address, app)
+            return _watch(address, app, args.all)
         finally:
-            if app.poll() is None:
+            if app is not None and app.poll() is None:
                 app.terminate()
-            app.wait()
+            if app is not None:
+                app.wait()
+            server.terminate()
+            server.wait()
 
 
-def _wait_for_fifo(directory: str, app: subprocess.Popen[bytes]) -> str:
-    while True:
-        names = [n for n in os.listdir(directory) if n.endswith(".data")]
-        if names:
-            return os.path.join(directory, names[0])
-        if app.poll() is not None:
-            raise CommandError(f"the sample program exited ({app.returncode}) before it streamed anything")
-        time.sleep(0.01)
+def _top(address: tuple[str, int], app: subprocess.Popen[bytes]) -> int:
+    from ..client import Client, ServiceError
+    from ..views.top import TopView, run_curses
+
+    view = TopView()
+    client = Client(address, on_state=view.update).start()
+
+    def refresh() -> None:
+        try:
+            for source in client.call("sources"):
+                if source["id"] not in view.snapshots or source["live"]:
+                    client.call("state", source=source["id"])
+            view.status = "" if app.poll() is None else f"the sample program has ended ({app.returncode}); q quits"
+        except (ConnectionError, TimeoutError, ServiceError) as err:
+            view.status = f"server: {err}"
+
+    def pause(source: int, paused: bool) -> str:
+        try:
+            client.call("pause" if paused else "resume", source=source)
+        except (ConnectionError, TimeoutError, ServiceError) as err:
+            return str(err)
+        return "paused" if paused else "resumed"
+
+    try:
+        run_curses(view, refresh, 0.5, pause)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
+    return 0
 
 
-def _watch(fifo: str, app: subprocess.Popen[bytes], show_all: bool) -> int:
-    reader = EventLogReader()
+def _watch(address: tuple[str, int], app: subprocess.Popen[bytes], show_all: bool) -> int:
+    from ..client import Client
+
     counts: Counter[str] = Counter()
     accounts = Accounting()
     threads: dict[int, str] = {}
-    with open(open_reader(fifo), "rb", buffering=0) as stream:
-        while True:
-            data = stream.read(1 << 16)
-            if not data:
-                reader.close()
-            else:
-                reader.feed(data)
-            for item in reader.events():
-                if isinstance(item, Header):
-                    accounts.reset()
-                elif isinstance(item, Event):
-                    counts[type(item).__name__] += 1
-                    accounts.add(item)
-                    if isinstance(item, ev.ThreadLabel):
-                        threads[item.thread] = item.label
-                    if show_all or isinstance(item, SHOWN):
-                        print(f"{item.ts / 1e9:9.3f}s  {item.describe()}", flush=True)
-                elif isinstance(item, EndOfStream):
-                    return _summary(counts, accounts, threads, item.complete, app)
-            if not data:
-                return _summary(counts, accounts, threads, False, app)
+    ended = {"complete": False}
+    done = threading.Event()
+
+    def on_header(source: int, header: Header) -> None:
+        accounts.reset()
+
+    def on_event(source: int, item: Event) -> None:
+        counts[type(item).__name__] += 1
+        accounts.add(item)
+        if isinstance(item, ev.ThreadLabel):
+            threads[item.thread] = item.label
+        if show_all or isinstance(item, SHOWN):
+            print(f"{item.ts / 1e9:9.3f}s  {item.describe()}", flush=True)
+
+    def on_service(message: dict[str, object]) -> None:
+        if message.get("notice") == "source-gone":
+            done.set()
+
+    client = Client(address, subscribe={"sources": "all"}, on_header=on_header, on_event=on_event,
+                    on_service=on_service).start()
+    try:
+        while not done.wait(0.1):
+            if app.poll() is not None and not client.connected.is_set():
+                break
+        try:
+            info = [s for s in client.call("sources") if s["kind"] == "leech"]
+            ended["complete"] = bool(info) and all(s["ended"] for s in info)
+        except (ConnectionError, TimeoutError):
+            pass
+    finally:
+        client.close()
+    return _summary(counts, accounts, threads, ended["complete"], app)
 
 
 def _summary(counts: Counter[str], accounts: Accounting, threads: dict[int, str], complete: bool, app: subprocess.Popen[bytes]) -> int:
