@@ -236,6 +236,7 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from ..eventlog import events as ev
     from ..eventlog import read_events
     from ..views import export
 
@@ -247,18 +248,26 @@ def _export(args: argparse.Namespace) -> int:
             raise CommandError(f"cannot read {args.recording}: {err.strerror}") from None
     else:
         chunks: List[bytes] = []
+        labels: Dict[int, Dict[int, str]] = {}
         started = [False]
+
+        def on_state(snapshot: Snapshot) -> None:
+            labels[snapshot.source] = {t.id: t.label for t in snapshot.threads}
 
         def on_raw(source: int, header: bool, payload: bytes) -> None:
             if source == args.source and not (header and started[0]):
                 started[0] = True
                 chunks.append(payload)
 
-        client = Client(args.server, on_raw=on_raw, subscribe={"sources": [args.source]},
+        client = Client(args.server, on_raw=on_raw, on_state=on_state, subscribe={"sources": [args.source]},
                         connect_timeout=args.timeout).start()
         try:
             if not client.connected.wait(args.timeout):
                 raise CommandError(f"cannot reach the server at {args.server[0]}:{args.server[1]}")
+            try:  # a new generation names the code objects again (a leech only)
+                client.call("resend", args.timeout, source=args.source)
+            except ServiceError:
+                pass
             time.sleep(args.seconds)
         finally:
             client.close()
@@ -269,6 +278,10 @@ def _export(args: argparse.Namespace) -> int:
         text: str | bytes = data
     else:
         items = read_events(data, strict=False)
+        if args.recording is None:
+            # The threads' names came in the snapshot, before the events.
+            known = [ev.ThreadLabel(0, None, number, label) for number, label in labels.get(args.source, {}).items()]
+            items = [*known, *items]
         name = args.recording or f"source {args.source}"
         if args.format == "speedscope":
             text = export.speedscope(items, name=name)

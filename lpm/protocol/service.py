@@ -12,7 +12,9 @@ Every request gets exactly one reply or error with its ``id``.  Requests
 (:data:`OPS`): ``sources``; ``subscribe`` (``sources``: ids or ``"all"``,
 ``classes``: event class names or type ids, null for every event);
 ``unsubscribe``; ``state`` (``source``); ``pause``, ``resume`` (``source``);
-``rate`` (``source``, ``hz``).  Notices the server sends unasked:
+``rate`` (``source``, ``hz``); ``resend`` (``source``: its leech starts a new
+generation, declaring its code objects again, which a client that joined
+mid-stream needs to name its stack samples).  Notices the server sends unasked:
 ``dropped`` (a slow client lost events), ``source-added``, ``source-gone``.
 """
 
@@ -33,6 +35,7 @@ OPS: Dict[str, tuple[str, ...]] = {
     "pause": ("source",),
     "resume": ("source",),
     "rate": ("source", "hz"),
+    "resend": ("source",),
 }
 
 #: Event classes a subscription can name, by the type ids they hold.

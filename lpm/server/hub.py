@@ -275,7 +275,7 @@ class Hub:
         source = self._source_arg(request)
         if op == "state":
             return {"source": source.id}, [source]
-        if op in ("pause", "resume"):
+        if op in ("pause", "resume", "resend"):
             line = op
         else:
             hz = request.args.get("hz")

@@ -30,12 +30,14 @@ class _Stacks:
 
     samples: List[Tuple[int, int, Tuple[Frame, ...]]]  # (thread, ts, stack root first)
     labels: Dict[int, str]
+    unnamed: int = 0  #: samples left out: a code they name was declared before the stream began
 
 
 def _stacks(items: Iterable[Union[Item, Event]]) -> _Stacks:
     codes: Dict[int, Frame] = {}
     labels: Dict[int, str] = {}
     samples: List[Tuple[int, int, Tuple[Frame, ...]]] = []
+    unnamed = 0
     for e in items:
         if isinstance(e, (Header, ev.PyGeneration)):
             codes = {}
@@ -44,9 +46,11 @@ def _stacks(items: Iterable[Union[Item, Event]]) -> _Stacks:
         elif isinstance(e, ev.ThreadLabel):
             labels[e.thread] = e.label
         elif isinstance(e, ev.PySample):
-            stack = tuple(codes.get(n, ("?", "", 0)) for n in reversed(e.frames))
-            samples.append((e.thread, e.ts, stack))
-    return _Stacks(samples, labels)
+            if all(n in codes for n in e.frames):
+                samples.append((e.thread, e.ts, tuple(codes[n] for n in reversed(e.frames))))
+            else:
+                unnamed += 1  # joined mid-generation: the next generation names them again
+    return _Stacks(samples, labels, unnamed)
 
 
 def collapsed(items: Iterable[Union[Item, Event]]) -> str:

@@ -61,6 +61,12 @@ def test_the_library_and_every_subcommand(tmp_path: Path) -> None:
         bad = lpm_client(address, "pause", "999")
         assert bad.returncode == 1 and "no source 999" in bad.stderr
 
+        exported = lpm_client(address, "export", "collapsed", "--source", str(source), "--seconds", "1", "-o", "-")
+        assert exported.returncode == 0, exported.stderr
+        lines = exported.stdout.splitlines()
+        assert lines and all(line.startswith("MainThread;") or " " in line for line in lines)
+        assert any("<module>" in line for line in lines), lines[:5]
+
         recording = tmp_path / "rec.eventlog"
         recorder = subprocess.Popen(
             [sys.executable, "-m", "lpm", "client", "--server", f"{address[0]}:{address[1]}", "record", str(recording),
