@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from lpm.client import Client, ServiceError
 from lpm.client.model import Snapshot
@@ -15,6 +15,7 @@ from lpm.eventlog import read_events
 from lpm.eventlog import events as ev
 from lpm.eventlog.events import Event
 
+from ..ghc import peers
 from ..server.wire import python_program, start_server, wait_for
 
 PATIENCE = 60.0
@@ -27,7 +28,7 @@ def lpm_client(address: tuple[str, int], *args: str) -> subprocess.CompletedProc
     )
 
 
-def test_the_library_and_every_subcommand(tmp_path: Path) -> None:
+def test_the_library_and_every_subcommand(tmp_path: Path, checker: Callable[[Path], peers.Counts]) -> None:
     lpm_dir = tmp_path / "lpm"
     lpm_dir.mkdir(mode=0o700)
     server, address = start_server(tmp_path, "--dir", str(lpm_dir))
@@ -82,6 +83,8 @@ def test_the_library_and_every_subcommand(tmp_path: Path) -> None:
         ticks = [e.marker for e in items if isinstance(e, ev.UserMarker)]
         assert ticks and ticks == [f"tick {int(ticks[0].split()[1]) + i}" for i in range(len(ticks))]
         assert "wrote" in said
+        theirs = checker(recording)  # ghc-events reads what `lpm client record` wrote
+        assert theirs.by_name.get("UserMarker") == len(ticks)
     finally:
         until.write_text("")
         client.close()
