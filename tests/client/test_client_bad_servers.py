@@ -17,7 +17,7 @@ from lpm.client import Client
 from lpm.protocol import service
 from lpm.protocol.frames import Frame, Kind, encode_frame
 
-from ..server.wire import python_program, start_server, wait_for
+from ..server.wire import steady_under_server, wait_for
 
 PATIENCE = 30.0
 
@@ -101,11 +101,7 @@ def test_the_cli_says_what_went_wrong() -> None:
 
 
 def test_asyncio_callbacks_and_calls(tmp_path: Path) -> None:
-    lpm_dir = tmp_path / "lpm"
-    lpm_dir.mkdir(mode=0o700)
-    server, address = start_server(tmp_path, "--dir", str(lpm_dir))
-    until = tmp_path / "stop"
-    program = python_program(tmp_path, lpm_dir, "steady.py", str(until))
+    server, address, program, until = steady_under_server(tmp_path)
 
     async def main() -> tuple[Any, List[str], bool]:
         loop = asyncio.get_running_loop()

@@ -16,7 +16,7 @@ from lpm.eventlog import events as ev
 from lpm.eventlog.events import Event
 
 from ..ghc import peers
-from ..server.wire import python_program, start_server, wait_for
+from ..server.wire import start_server, steady_under_server, wait_for
 
 PATIENCE = 60.0
 
@@ -29,11 +29,7 @@ def lpm_client(address: tuple[str, int], *args: str) -> subprocess.CompletedProc
 
 
 def test_the_library_and_every_subcommand(tmp_path: Path, checker: Callable[[Path], peers.Counts]) -> None:
-    lpm_dir = tmp_path / "lpm"
-    lpm_dir.mkdir(mode=0o700)
-    server, address = start_server(tmp_path, "--dir", str(lpm_dir))
-    until = tmp_path / "stop"
-    program = python_program(tmp_path, lpm_dir, "steady.py", str(until))
+    server, address, program, until = steady_under_server(tmp_path)
     events: List[tuple[int, Event]] = []
     states: List[Snapshot] = []
     exits: List[Optional[BaseException]] = []
@@ -94,11 +90,7 @@ def test_the_library_and_every_subcommand(tmp_path: Path, checker: Callable[[Pat
 
 
 def test_a_client_reconnects_after_the_server_restarts(tmp_path: Path) -> None:
-    lpm_dir = tmp_path / "lpm"
-    lpm_dir.mkdir(mode=0o700)
-    server, address = start_server(tmp_path, "--dir", str(lpm_dir))
-    until = tmp_path / "stop"
-    program = python_program(tmp_path, lpm_dir, "steady.py", str(until))
+    server, address, program, until = steady_under_server(tmp_path)
     headers: List[int] = []
     states: List[Snapshot] = []
     client = Client(address, subscribe={"sources": "all"}, on_header=lambda s, h: headers.append(s),
@@ -108,7 +100,7 @@ def test_a_client_reconnects_after_the_server_restarts(tmp_path: Path) -> None:
         server.terminate()
         server.wait(PATIENCE)
         wait_for(lambda: not client.connected.is_set(), "the client to notice")
-        server, _ = start_server(tmp_path, "--dir", str(lpm_dir), "--listen", f"{address[0]}:{address[1]}")
+        server, _ = start_server(tmp_path, "--dir", str(tmp_path / "lpm"), "--listen", f"{address[0]}:{address[1]}")
         wait_for(lambda: client.connections == 2 and len(headers) >= 2, "a reconnection with a fresh header")
         wait_for(lambda: any(s.events > 0 for s in states[1:]) or len(states) > 1, "a fresh snapshot")
         assert client.call("sources")

@@ -22,7 +22,7 @@ from lpm.protocol.frames import Frame, Kind, encode_frame
 from lpm.server.state import SourceState
 
 from ..ghc import peers
-from .wire import WireClient, pump_all, python_program, sources_by_name, start_server, wait_for
+from .wire import WireClient, pump_all, python_program, sources_by_name, start_server, steady_under_server, wait_for
 
 PATIENCE = 60.0
 
@@ -36,11 +36,7 @@ def gone(client: WireClient) -> set[int]:
 
 
 def test_pause_and_resume_reach_the_program(tmp_path: Path) -> None:
-    lpm_dir = tmp_path / "lpm"
-    lpm_dir.mkdir(mode=0o700)
-    server, address = start_server(tmp_path, "--dir", str(lpm_dir))
-    until = tmp_path / "stop"
-    program = python_program(tmp_path, lpm_dir, "steady.py", str(until))
+    server, address, program, until = steady_under_server(tmp_path)
     client = WireClient(address)
     try:
         wait_for(lambda: any(s["pid"] == program.pid for s in sources_by_name(client).values()), "the program")

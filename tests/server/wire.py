@@ -132,6 +132,16 @@ class WireClient:
         self.sock.close()
 
 
+def steady_under_server(tmp: Path, *server_args: str) -> tuple[subprocess.Popen[str], tuple[str, int], subprocess.Popen[bytes], Path]:
+    """A server watching a private lpm directory, and steady.py running under
+    the leech there until the returned path exists: (server, address, program, until)."""
+    lpm_dir = tmp / "lpm"
+    lpm_dir.mkdir(mode=0o700)
+    server, address = start_server(tmp, "--dir", str(lpm_dir), *server_args)
+    until = tmp / "stop"
+    return server, address, python_program(tmp, lpm_dir, "steady.py", str(until)), until
+
+
 def pump_all(clients: List[WireClient], condition: Callable[[], bool], what: str, patience: float = PATIENCE) -> None:
     """Read every client without pause until ``condition`` holds."""
     deadline = time.monotonic() + patience
