@@ -14,11 +14,13 @@ import gc
 import importlib
 import os
 import threading
+import time
 
 from ..errors import LeechError
 from ..eventlog import catalog
 from .config import LeechConfig, from_environment
 from .monitor import Monitor
+from . import paths
 from .paths import FifoPair, make_fifos
 from .sink import Sink
 
@@ -61,9 +63,23 @@ class Leech:
         except ValueError:
             pass
         self.monitor.stop()
+        self._await_server()
         self.sink.stop()
         if self.fifos is not None:
             self.fifos.remove()
+
+    def _await_server(self) -> None:
+        """A program that ends before a watching server found its FIFO (the
+        server scans every 50 ms) waits up to ``stop_timeout`` for it, so its
+        events are not lost; with no server watching, it does not wait."""
+        if self.fifos is None or self.sink.stats().get("connections", 0) > 0:
+            return
+        directory = os.path.dirname(self.fifos.data)
+        if not paths.server_watching(directory):
+            return
+        deadline = time.monotonic() + self.config.stop_timeout
+        while time.monotonic() < deadline and self.sink.stats().get("connections", 0) == 0:
+            time.sleep(0.01)
 
 
 def make_sink(

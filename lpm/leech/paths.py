@@ -82,6 +82,22 @@ class FifoPair:
                 pass
 
 
+#: A server watching a directory says so with this file (its pid inside), so
+#: that a program ending before the server found it waits a moment for it.
+SERVER_MARK = "lpm-server.pid"
+
+
+def server_watching(directory: str) -> bool:
+    """Whether a live server says it watches ``directory``."""
+    try:
+        with open(os.path.join(directory, SERVER_MARK), "rb") as f:
+            pid = int(f.read().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
 def make_fifos(directory: str | None = None) -> FifoPair:
     """Create this process's data and control FIFOs, 0600, in a private directory."""
     directory = private_dir(directory or lpm_dir())

@@ -136,6 +136,7 @@ class Server:
         self._retired: List[Source] = []
         self._records: Dict[int, tuple[BinaryIO, int]] = {}  # source id -> (file, stream number)
         self._next_scan = 0.0
+        self._mark: Optional[str] = None  # the SERVER_MARK file this server wrote
         self._next_poll = 0.0
         self._stop = False
 
@@ -182,6 +183,14 @@ class Server:
             self.listener.close()
             self.listener = None
         self.selector.close()
+        if self._mark is not None:
+            try:
+                with open(self._mark) as f:
+                    mine = f.read().split()[:1] == [str(os.getpid())]
+                if mine:  # another server may have taken over the directory
+                    os.unlink(self._mark)
+            except (OSError, ValueError):
+                pass
 
     def serve(self) -> None:
         while not self._stop:
@@ -224,6 +233,15 @@ class Server:
             log.warning("not watching %s: it is not a private directory of this user", directory)
             self.config.discover = False
             return
+        if self._mark is None:
+            self._mark = os.path.join(directory, paths.SERVER_MARK)
+            try:
+                fd = os.open(self._mark + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(f"{os.getpid()}\n")
+                os.replace(self._mark + ".tmp", self._mark)
+            except OSError as err:
+                log.warning("cannot mark %s as watched: %s", directory, err.strerror)
         for path in sorted(glob.glob(os.path.join(directory, "lpm-*" + paths.DATA_SUFFIX))):
             if path in self._known:
                 continue

@@ -281,3 +281,37 @@ def test_bad_clients_and_a_random_source_are_dropped_alone(tmp_path: Path) -> No
         server.terminate()
         server.wait(PATIENCE)
     assert server.returncode == 0
+
+
+def test_a_program_shorter_than_a_scan_is_not_lost(tmp_path: Path) -> None:
+    lpm_dir = tmp_path / "lpm"
+    lpm_dir.mkdir(mode=0o700)
+    server, address = start_server(tmp_path, "--dir", str(lpm_dir))
+    script = tmp_path / "quick.py"
+    script.write_text("import lpm, sys\nlpm.marker(sys.argv[1])\n")
+    client = WireClient(address)
+    try:
+        wait_for(lambda: (lpm_dir / "lpm-server.pid").exists(), "the server to mark the directory")
+        # Each lives a few milliseconds with its FIFO; without waiting for the
+        # server at exit, most would end before its scan found them.
+        for i in range(5):
+            done = subprocess.run([sys.executable, "-m", "lpm", "run", str(script), f"quick {i}"], timeout=PATIENCE,
+                                  env=dict(os.environ, LPM_DIR=str(lpm_dir)), capture_output=True)
+            assert done.returncode == 0, done.stderr
+        wait_for(lambda: sum(s["ended"] for s in sources_by_name(client).values()) == 5, "every program's whole stream")
+        for source in sources_by_name(client).values():
+            client.call("state", source=source["id"])
+            client.read_until(lambda: source["id"] in client.got.states)
+            assert [m["name"] for m in client.got.states[source["id"]][-1]["state"]["markers"]] in (
+                [[f"quick {i}"] for i in range(5)]
+            )
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(PATIENCE)
+    assert not (lpm_dir / "lpm-server.pid").exists(), "the server takes its mark away"
+    # A mark left by a server that is gone does not make programs wait.
+    (lpm_dir / "lpm-server.pid").write_text("999999999\n")
+    from lpm.leech import paths
+
+    assert not paths.server_watching(str(lpm_dir))
