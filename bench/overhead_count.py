@@ -45,11 +45,9 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -236,7 +234,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             base = next(r for r in rows if r.workload == workload and r.variant == "plain")
             native_ips[workload] = base.program / seconds
     print(report(rows, native_ips))
-    print(f"\n(program instructions per native second: "
+    print("\n(program instructions per native second: "
           + ", ".join(f"{w} {ips / 1e9:.2f} G" for w, ips in native_ips.items()) + ")")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

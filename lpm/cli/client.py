@@ -78,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
     return _record(args)
 
 
-def _one_shot(args: argparse.Namespace) -> Client:
-    client = Client(args.server, reconnect=False, connect_timeout=args.timeout).start()
+def _connected(args: argparse.Namespace, **options: Any) -> Client:
+    """A started client, connected within --timeout (else a CommandError)."""
+    client = Client(args.server, connect_timeout=args.timeout, **options).start()
     if not client.connected.wait(args.timeout):
         client.close()
         raise CommandError(f"cannot reach the server at {args.server[0]}:{args.server[1]}")
@@ -94,10 +95,8 @@ def _service(args: argparse.Namespace) -> int:
         states.append(snapshot)
         got_state.set()
 
-    client = Client(args.server, reconnect=False, connect_timeout=args.timeout, on_state=on_state).start()
+    client = _connected(args, reconnect=False, on_state=on_state)
     try:
-        if not client.connected.wait(args.timeout):
-            raise CommandError(f"cannot reach the server at {args.server[0]}:{args.server[1]}")
         if args.action == "sources":
             _print_sources(client.call("sources", args.timeout))
         elif args.action == "state":
@@ -259,11 +258,8 @@ def _export(args: argparse.Namespace) -> int:
                 started[0] = True
                 chunks.append(payload)
 
-        client = Client(args.server, on_raw=on_raw, on_state=on_state, subscribe={"sources": [args.source]},
-                        connect_timeout=args.timeout).start()
+        client = _connected(args, on_raw=on_raw, on_state=on_state, subscribe={"sources": [args.source]})
         try:
-            if not client.connected.wait(args.timeout):
-                raise CommandError(f"cannot reach the server at {args.server[0]}:{args.server[1]}")
             try:  # a new generation names the code objects again (a leech only)
                 client.call("resend", args.timeout, source=args.source)
             except ServiceError:
@@ -305,10 +301,7 @@ def _top(args: argparse.Namespace) -> int:
     from ..views.top import TopView, run_curses, run_plain
 
     view = TopView()
-    client = Client(args.server, on_state=view.update, connect_timeout=args.timeout).start()
-    if not client.connected.wait(args.timeout):
-        client.close()
-        raise CommandError(f"cannot reach the server at {args.server[0]}:{args.server[1]}")
+    client = _connected(args, on_state=view.update)
 
     def refresh() -> None:
         try:

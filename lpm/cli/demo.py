@@ -119,7 +119,7 @@ def _watch(address: tuple[str, int], app: subprocess.Popen[bytes], show_all: boo
     counts: Counter[str] = Counter()
     accounts = Accounting()
     threads: dict[int, str] = {}
-    ended = {"complete": False}
+    complete = False
     done = threading.Event()
 
     def on_header(source: int, header: Header) -> None:
@@ -145,12 +145,12 @@ def _watch(address: tuple[str, int], app: subprocess.Popen[bytes], show_all: boo
                 break
         try:
             info = [s for s in client.call("sources") if s["kind"] == "leech"]
-            ended["complete"] = bool(info) and all(s["ended"] for s in info)
+            complete = bool(info) and all(s["ended"] for s in info)
         except (ConnectionError, TimeoutError):
             pass
     finally:
         client.close()
-    return _summary(counts, accounts, threads, ended["complete"], app)
+    return _summary(counts, accounts, threads, complete, app)
 
 
 def _summary(counts: Counter[str], accounts: Accounting, threads: dict[int, str], complete: bool, app: subprocess.Popen[bytes]) -> int:

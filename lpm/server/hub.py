@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, List, Optional
 
 from ..errors import ProtocolError
-from ..eventlog import format as fmt
 from ..protocol import service
 from ..protocol.frames import Frame, FrameDecoder, Kind, encode_frame
 from .source import Chunk, Source
@@ -120,7 +119,6 @@ class Hub:
     def _forward(self, source: Source, chunk: Chunk) -> None:
         if self.sink is not None:
             self.sink(source, chunk)
-        shared: Optional[bytes] = None
         for client in list(self.clients.values()):
             sub = client.subs.get(source.id)
             if sub is None or client.close_reason is not None:
@@ -141,9 +139,7 @@ class Hub:
                 sub.started, sub.resync = True, False
                 raw, count = found
             else:
-                if shared is None:
-                    shared = chunk.raw
-                raw, count = shared, chunk.count
+                raw, count = chunk.raw, chunk.count
             if raw:
                 self._queue_events(client, source, raw, count, sub)
 

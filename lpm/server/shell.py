@@ -218,7 +218,7 @@ class Server:
             elif what == "source":
                 inp = self._inputs.get(ref)
                 if inp is not None:
-                    self._source_read(inp)
+                    self._read_some(inp)
         self._flush_clients()
 
     # -- sources ------------------------------------------------------------------
@@ -290,9 +290,6 @@ class Server:
             if inp.source.kind == FILE or (poll and inp.waiting):
                 busy |= self._read_some(inp)
         return busy
-
-    def _source_read(self, inp: _Input) -> None:
-        self._read_some(inp)
 
     def _read_some(self, inp: _Input) -> bool:
         """Read what the input has now (a bounded amount); True if it had bytes."""

@@ -12,11 +12,12 @@ counted; nothing a program writes can stop the server.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 from ..eventlog import format as fmt
-from ..eventlog.reader import NEED_DATA, DataEnd, EndOfStream, EventLogReader, Header, RawEvent, RawRun, Skipped
+from ..eventlog.reader import NEED_DATA, DataEnd, EndOfStream, EventLogReader, Header, RawEvent, Skipped
 from ..eventlog.writer import EventType, encode_header
 from .state import Limits, SourceState
 
@@ -42,13 +43,15 @@ class Chunk:
     pieces: List[Piece] = field(default_factory=list)
     end: bool = False  #: the stream's end marker came (its two bytes follow the events)
 
-    @property
+    @functools.cached_property
     def count(self) -> int:
         return sum(len(p.events) for p in self.pieces)
 
-    @property
+    @functools.cached_property
     def raw(self) -> bytes:
-        """The events' bytes as the program wrote them (and the end marker)."""
+        """The events' bytes as the program wrote them (and the end marker);
+        computed once, after the source made the chunk, for the recorder and
+        every client."""
         return b"".join(p.raw for p in self.pieces) + (fmt.DATA_END if self.end else b"")
 
     def from_first_block(self) -> Optional[Tuple[bytes, int]]:

@@ -505,7 +505,6 @@ class SourceState:
     # -- output -------------------------------------------------------------------
 
     def hottest(self, n: int) -> List[Dict[str, Any]]:
-        self._flush_texts()
         top = sorted(self.functions.items(), key=lambda kv: (kv[1].total, kv[1].own), reverse=True)[:n]
         return [
             {"name": name, "file": filename, "line": line, "own": s.own, "total": s.total}

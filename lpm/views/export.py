@@ -21,8 +21,6 @@ from ..eventlog.reader import Header, Item
 
 Frame = Tuple[str, str, int]  # name, file, first line
 
-FORMATS = ("speedscope", "chrome", "collapsed")
-
 
 @dataclass
 class _Stacks:

@@ -12,39 +12,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List
 
-import pytest
 
 from lpm.eventlog import read_events
 from lpm.eventlog import events as ev
 from lpm.views import export
 
-from ..leech.helpers import FifoReader, finish, spawn, wait_for_fifo
 
 COLLAPSED_LINE = re.compile(r"^[^;\s]+(;[^;\s]+)* [1-9][0-9]*$")
-
-
-@pytest.fixture(scope="module")
-def stacks_log(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    tmp = tmp_path_factory.mktemp("stacks")
-    proc = spawn("stacks.py", ["0.5"], tmp, "native", run_options=["--sample-rate", "200"])
-    reader = FifoReader(wait_for_fifo(tmp, proc))
-    reader.start()
-    code, _, err = finish(proc)
-    reader.join(60)
-    assert code == 0, err
-    return bytes(reader.data)
-
-
-@pytest.fixture(scope="module")
-def workers_log(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    tmp = tmp_path_factory.mktemp("workers")
-    proc = spawn("workers.py", ["3", "50", "4"], tmp, "native")
-    reader = FifoReader(wait_for_fifo(tmp, proc))
-    reader.start()
-    code, _, err = finish(proc)
-    reader.join(60)
-    assert code == 7, err
-    return bytes(reader.data)
 
 
 def test_collapsed_stacks_have_flamegraphs_shape_and_every_sample(stacks_log: bytes) -> None:

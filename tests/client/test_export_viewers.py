@@ -26,7 +26,6 @@ from lpm.eventlog import read_events
 from lpm.views import export
 
 from ..ghc import peers
-from .test_export import stacks_log  # noqa: F401 - the fixture
 
 SPEEDSCOPE = "speedscope@1.25.0"
 AJV = "ajv@8"
@@ -59,7 +58,7 @@ def npm_dir() -> Path:
     return cache
 
 
-def test_speedscope_file_validates_against_the_packages_schema(npm_dir: Path, stacks_log: bytes, tmp_path: Path) -> None:  # noqa: F811
+def test_speedscope_file_validates_against_the_packages_schema(npm_dir: Path, stacks_log: bytes, tmp_path: Path) -> None:
     profile = tmp_path / "stacks.speedscope.json"
     profile.write_text(export.speedscope(read_events(stacks_log), name="stacks"))
     script = tmp_path / "validate.js"
@@ -72,7 +71,7 @@ def test_speedscope_file_validates_against_the_packages_schema(npm_dir: Path, st
 
 
 @pytest.fixture
-def served(npm_dir: Path, stacks_log: bytes, tmp_path: Path) -> Iterator[str]:  # noqa: F811
+def served(npm_dir: Path, stacks_log: bytes, tmp_path: Path) -> Iterator[str]:
     """speedscope's viewer and a profile, on a loopback HTTP server."""
     site = tmp_path / "site"
     shutil.copytree(npm_dir / "node_modules" / "speedscope" / "dist" / "release", site)

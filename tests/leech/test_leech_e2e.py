@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import pytest
 
 from lpm.eventlog import Header, Skipped
 from lpm.eventlog import events as ev

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, List
-
-import pytest
 
 from lpm.eventlog import Header, read_events
 from lpm.eventlog import events as ev
@@ -19,7 +16,7 @@ from lpm.eventlog.accounting import Accounting
 from lpm.server.state import SourceState
 
 from ..ghc import peers
-from .wire import PROGRAMS, WireClient, first, pump_all, python_program, sources_by_name, start_server, wait_for
+from .wire import WireClient, first, pump_all, python_program, sources_by_name, start_server, wait_for
 
 PATIENCE = 60.0
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, List
 
 from lpm.eventlog import Header, read_events
 from lpm.eventlog import events as ev
