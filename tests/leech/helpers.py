@@ -106,6 +106,18 @@ def decode(data: bytes) -> Stream:
     return stream
 
 
+def recorded(program: str, args: Sequence[str], lpm_dir: Path, implementation: str,
+             run_options: Sequence[str] = (), exit_code: int = 0) -> bytes:
+    """Run PROGRAM under `lpm run` to its end with a reader on its FIFO; the stream."""
+    proc = spawn(program, args, lpm_dir, implementation, run_options=run_options)
+    reader = FifoReader(wait_for_fifo(lpm_dir, proc))
+    reader.start()
+    code, _, err = finish(proc)
+    reader.join(PATIENCE)
+    assert code == exit_code, err
+    return bytes(reader.data)
+
+
 def finish(proc: subprocess.Popen[bytes]) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=PATIENCE)
     return proc.returncode, out.decode(), err.decode()
