@@ -110,6 +110,13 @@
 #include <Python.h>
 #if PY_VERSION_HEX < 0x030B0000
 #include <frameobject.h> /* PyFrame_GetBack: Python.h has it from 3.11 */
+#else
+/* _PyInterpreterFrame, for the background sampler's reads.  The headers
+ * every CPython installs under include/pythonX.Y/internal for tools that
+ * read its memory; only the struct layout is used, no internal function. */
+#define Py_BUILD_CORE 1
+#include <internal/pycore_frame.h>
+#undef Py_BUILD_CORE
 #endif
 
 #include <errno.h>
@@ -121,12 +128,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #define LPM_EXPORT __attribute__((visibility("default")))
 
-#define LPM_ABI_VERSION 2
+#define LPM_ABI_VERSION 3
 
 #ifndef F_SETPIPE_SZ
 #define F_SETPIPE_SZ 1031
@@ -163,6 +171,7 @@ static inline PyObject *Py_NewRef(PyObject *o)
     X(EV_COUNTER, 0x1008, 65535, PyCounter)              \
     X(EV_DATA_LOSS, 0x1009, 28, PyDataLoss)              \
     X(EV_SEQ_POINT, 0x100A, 12, PySeqPoint)              \
+    X(EV_GENERATION, 0x100B, 4, PyGeneration)            \
     X(EV_BLOCK_INFO, 0x100D, 12, PyBlockInfo)
 
 #define AS_ID(sym, id, size, name) sym = id,
@@ -315,6 +324,8 @@ struct ctx {
     struct bytes commands[MAX_COMMANDS];
     size_t cmd_first, ncmd;
     _Atomic uint64_t bytes_written, connections, reader_events;
+
+    struct sampler *bg; /* the background sampler, while it runs (GIL) */
 
     struct ctx *next; /* registry */
 };
@@ -480,6 +491,8 @@ struct text {
  * surrogateescape, cut to max_text bytes where its backward walk over
  * continuation bytes would stop.  That walk also steps over escaped bytes in
  * 0x80..0xbf (it only sees bytes), and so does this. */
+static int text_measure(size_t max, int kind, const void *data, Py_ssize_t n, struct text *t);
+
 static int text_prepare(const struct ctx *c, PyObject *s, struct text *t)
 {
     if (!PyUnicode_Check(s)) {
@@ -490,16 +503,29 @@ static int text_prepare(const struct ctx *c, PyObject *s, struct text *t)
     if (PyUnicode_READY(s) < 0)
         return -1;
 #endif
-    size_t max = c->cfg.max_text;
     Py_ssize_t n = PyUnicode_GET_LENGTH(s);
-    if (PyUnicode_IS_ASCII(s)) {
+    if (text_measure(c->cfg.max_text, PyUnicode_IS_ASCII(s) ? 0 : PyUnicode_KIND(s), PyUnicode_DATA(s), n, t) == 0)
+        return 0;
+    /* Let the codec raise the very error pure.py's encode() raises. */
+    PyObject *r = PyUnicode_AsEncodedString(s, "utf-8", "surrogateescape");
+    if (r != NULL) {
+        Py_DECREF(r);
+        PyErr_SetString(PyExc_UnicodeError, "text cannot be encoded");
+    }
+    return -1;
+}
+
+/* text_prepare's walk over `n` code units of `kind` (0: ASCII) at `data`;
+ * -1 (no exception) for a character UTF-8 with surrogateescape cannot
+ * encode.  Needs no GIL: the background sampler measures copies with it. */
+static int text_measure(size_t max, int kind, const void *data, Py_ssize_t n, struct text *t)
+{
+    if (kind == 0) {
         t->kind = 0;
-        t->data = PyUnicode_DATA(s);
+        t->data = data;
         t->bytes = (size_t)n < max ? (size_t)n : max;
         return 0;
     }
-    int kind = PyUnicode_KIND(s);
-    const void *data = PyUnicode_DATA(s);
     size_t pos = 0, cut = 0;
     Py_ssize_t cut_chars = 0, i;
     int over = 0;
@@ -544,14 +570,6 @@ static int text_prepare(const struct ctx *c, PyObject *s, struct text *t)
     return 0;
 
 unencodable:
-    /* Let the codec raise the very error pure.py's encode() raises. */
-    {
-        PyObject *r = PyUnicode_AsEncodedString(s, "utf-8", "surrogateescape");
-        if (r != NULL) {
-            Py_DECREF(r);
-            PyErr_SetString(PyExc_UnicodeError, "text cannot be encoded");
-        }
-    }
     return -1;
 }
 
@@ -652,8 +670,9 @@ static void queue_current(struct ctx *c, struct thread *st)
 }
 
 /* PureSink._emit: one event of `head` (id, ts, length if variable, fixed
- * fields) then `tail`, into the thread's buffer. */
-static void put_event(struct ctx *c, struct thread *st, uint64_t ts, const uint8_t *head, size_t hlen,
+ * fields) then `tail`, into the thread's buffer, which no other thread is
+ * filling (put_event() sees to that for the monitor's). */
+static void put_owned(struct ctx *c, struct thread *st, uint64_t ts, const uint8_t *head, size_t hlen,
                       const struct text *tail)
 {
     if (atomic_load_explicit(&c->paused, memory_order_relaxed))
@@ -695,6 +714,9 @@ static void put_event(struct ctx *c, struct thread *st, uint64_t ts, const uint8
                           memory_order_release);
 }
 
+static void put_event(struct ctx *c, struct thread *st, uint64_t ts, const uint8_t *head, size_t hlen,
+                      const struct text *tail);
+
 /* -- threads (cold; under c->lock unless said otherwise) ------------------ */
 
 static struct thread *find_by_ident(struct ctx *c, unsigned long ident)
@@ -719,7 +741,8 @@ static void maybe_recycle(struct ctx *c, struct thread *st)
 }
 
 /* PureSink._new_thread.  Takes over `label` (clip_text(name)) on success;
- * an empty name gets the default.  NULL when out of memory or slots. */
+ * an empty name gets the default, and so does a NULL one, which needs no
+ * GIL.  NULL when out of memory or slots. */
 static struct thread *new_thread(struct ctx *c, unsigned long ident, unsigned long native_id, PyObject *name,
                                  uint8_t *label, uint32_t label_len)
 {
@@ -742,14 +765,17 @@ static struct thread *new_thread(struct ctx *c, unsigned long ident, unsigned lo
         return NULL;
     uint32_t number = c->next_number;
     PyObject *given = name;
-    if (PyUnicode_GET_LENGTH(name) == 0) {
+    if (name == NULL || PyUnicode_GET_LENGTH(name) == 0) {
         char text[32];
         int n = snprintf(text, sizeof text, "thread-%u", number);
-        /* Allocates, but runs no Python code and cannot start a collection. */
-        given = PyUnicode_FromStringAndSize(text, n);
+        /* Allocates, but runs no Python code and cannot start a collection.
+         * No name at all: the background sampler's call, without the GIL;
+         * lpm_take_new() makes the str. */
+        given = name == NULL ? NULL : PyUnicode_FromStringAndSize(text, n);
         label = malloc((size_t)n);
-        if (given == NULL || label == NULL) {
-            PyErr_Clear();
+        if ((name != NULL && given == NULL) || label == NULL) {
+            if (name != NULL)
+                PyErr_Clear();
             Py_XDECREF(given);
             free(label);
             return NULL;
@@ -1246,6 +1272,8 @@ static int sample_thread(struct ctx *c, struct thread *st, uint64_t ts, PyThread
     p = put32(p, number);
     uint32_t depth = 0;
     PyFrameObject *f = PyThreadState_GetFrame(ts_other);
+    if (f == NULL)
+        return 0; /* not running Python code: sys._current_frames() leaves it out too */
     while (f != NULL && depth < MAX_DEPTH) {
         PyCodeObject *code = PyFrame_GetCode(f);
         PyObject *key = PyLong_FromVoidPtr(code); /* id(code): see Monitor.__init__ */
@@ -1330,6 +1358,482 @@ static PyObject *py_sample(PyObject *self, PyObject *const *args, Py_ssize_t nar
 error:
     Py_XDECREF(unknown);
     return NULL;
+}
+
+/* -- the background sampler: stack samples without the GIL ----------------- */
+
+/* Taking the GIL for every sample costs the program more than the walk: at
+ * each tick it stops, hands the GIL over and waits to get it back, three
+ * thread wake-ups on the critical path (about 2% of wall time at 100 Hz on
+ * a 2-vCPU VM, bench/overhead.py).  So, as py-spy does from outside the
+ * process, this pthread reads the interpreter's thread states, frames and
+ * code objects while the program runs, never taking the GIL.  Every read of
+ * interpreter memory goes through process_vm_readv() on our own pid: memory
+ * freed and unmapped under our feet (a data-stack chunk popped, an arena
+ * released) fails the read instead of faulting, and what was read is
+ * validated (a thread state's interpreter, a code object's type, a str's
+ * type and layout) before use.  A walk can still see a torn stack, as
+ * py-spy's non-blocking mode can; samples are statistical anyway.
+ *
+ * Code objects cannot be kept alive without the GIL, so the table keys a
+ * code object by its address *and* what it read there (name, file, first
+ * line): an address reused by another function gets a new number.
+ *
+ * Samples go into the monitor thread's buffer, under `lock`, which the
+ * monitor's own events take too (put_event): one buffer keeps PyCode before
+ * the samples that use it and PyGeneration (emitted by
+ * lpm_bg_generation(), which empties the table under the same lock) between
+ * one generation's numbers and the next. */
+
+#if PY_VERSION_HEX >= 0x030B0000
+typedef _PyInterpreterFrame frame_t;
+#if PY_VERSION_HEX >= 0x030D0000
+#define FRAME_CODE(f) ((uintptr_t)(f)->f_executable)
+#else
+#define FRAME_CODE(f) ((uintptr_t)(f)->f_code)
+#endif
+#define FRAME_BACK(f) ((uintptr_t)(f)->previous)
+#else
+typedef PyFrameObject frame_t;
+#define FRAME_CODE(f) ((uintptr_t)(f)->f_code)
+#define FRAME_BACK(f) ((uintptr_t)(f)->f_back)
+#endif
+
+#if PY_VERSION_HEX >= 0x030B0000
+#define CODE_NAME(co) ((uintptr_t)(co)->co_qualname)
+#else
+#define CODE_NAME(co) ((uintptr_t)(co)->co_name)
+#endif
+
+/* The largest data-stack chunk copied whole; frames outside it are read
+ * one by one. */
+#define STACK_COPY (256u << 10)
+#define BATCH 64 /* code objects read per process_vm_readv() */
+
+struct code_entry {
+    uintptr_t code, name, file;
+    int32_t line;
+    uint32_t number; /* 0: empty */
+};
+
+struct sampler {
+    struct ctx *c;
+    struct thread *st; /* the monitor thread's: its buffer takes the samples */
+    PyInterpreterState *interp;
+    unsigned long own_ident;
+    pid_t pid;
+    pthread_t thread;
+    pthread_mutex_t lock; /* st's buffer, and the code table */
+    pthread_mutex_t wlock;
+    pthread_cond_t wcond;
+    _Atomic uint64_t interval_ns; /* 0: sampling off */
+    _Atomic int stop;
+    _Atomic uint64_t ticks, faults, ncodes;
+    struct code_entry *codes;
+    size_t cap; /* a power of two */
+    uint32_t next_code;
+    /* Scratch of the sampler thread. */
+    struct { unsigned long ident; uint32_t number; } *threads;
+    size_t nthreads, cap_threads;
+    uintptr_t *frames; /* per sampled thread: MAX_DEPTH code addresses */
+    uint32_t *depth, *numbers;
+    size_t cap_sampled;
+    uint8_t *copy;  /* STACK_COPY */
+    uint8_t *text;  /* 4 * (max_text + 1) */
+};
+
+static int peek(const struct sampler *s, void *dst, uintptr_t src, size_t n)
+{
+    struct iovec local = {dst, n}, remote = {(void *)src, n};
+    return src != 0 && process_vm_readv(s->pid, &local, 1, &remote, 1, 0) == (ssize_t)n ? 0 : -1;
+}
+
+static int by_ident(const void *a, const void *b)
+{
+    unsigned long x = *(const unsigned long *)a, y = *(const unsigned long *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The live threads' numbers, sorted by ident, without lpm's own. */
+static int snapshot_threads(struct sampler *s)
+{
+    struct ctx *c = s->c;
+    pthread_mutex_lock(&c->lock);
+    int ok = grow((void **)&s->threads, &s->cap_threads, c->nlive + 1, sizeof *s->threads) == 0;
+    s->nthreads = 0;
+    for (size_t i = 0; ok && i < c->nlive; i++) {
+        struct thread *t = c->live[i];
+        if (t->in_by_ident && t != s->st) {
+            s->threads[s->nthreads].ident = t->ident;
+            s->threads[s->nthreads].number = t->number;
+            s->nthreads++;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (ok)
+        qsort(s->threads, s->nthreads, sizeof *s->threads, by_ident);
+    return ok ? 0 : -1;
+}
+
+static int64_t number_of(const struct sampler *s, unsigned long ident)
+{
+    size_t lo = 0, hi = s->nthreads;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (s->threads[mid].ident < ident)
+            lo = mid + 1;
+        else if (s->threads[mid].ident > ident)
+            hi = mid;
+        else
+            return s->threads[mid].number;
+    }
+    return -1;
+}
+
+/* The address of a thread's innermost frame, 0 when it has none; -1 when
+ * it cannot be read. */
+static int top_frame(struct sampler *s, const PyThreadState *t, uintptr_t *f)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    (void)s;
+    *f = (uintptr_t)t->current_frame;
+#elif PY_VERSION_HEX >= 0x030B0000
+    _PyCFrame cf;
+    if (peek(s, &cf, (uintptr_t)t->cframe, sizeof cf) < 0)
+        return -1;
+    *f = (uintptr_t)cf.current_frame;
+#else
+    (void)s;
+    *f = (uintptr_t)t->frame;
+#endif
+    return 0;
+}
+
+/* One thread's frames, innermost first, as code addresses (not yet checked
+ * to be code objects); -1 when a read failed on the way. */
+static int64_t walk_once(struct sampler *s, const PyThreadState *t, uintptr_t f, uintptr_t *out)
+{
+    uintptr_t lo = 0, hi = 0;
+#if PY_VERSION_HEX < 0x030B0000
+    (void)t;
+#else
+    /* A thread's frames sit one after another in its data-stack chunk: one
+     * read takes the newest chunk's frames. */
+    lo = (uintptr_t)t->datastack_chunk;
+    hi = (uintptr_t)t->datastack_top;
+    if (hi <= lo || hi - lo > STACK_COPY || peek(s, s->copy, lo, hi - lo) < 0)
+        lo = hi = 0;
+#endif
+    uint32_t depth = 0;
+    for (int steps = 0; f != 0 && depth < MAX_DEPTH && steps < 4 * MAX_DEPTH; steps++) {
+        frame_t fr;
+        if (f >= lo && f + sizeof fr <= hi)
+            memcpy(&fr, s->copy + (f - lo), sizeof fr);
+        else if (peek(s, &fr, f, sizeof fr) < 0)
+            return -1;
+#if PY_VERSION_HEX >= 0x030C0000
+        if (fr.owner != FRAME_OWNED_BY_CSTACK) /* the C stack's shim frames */
+#endif
+            out[depth++] = FRAME_CODE(&fr);
+        f = FRAME_BACK(&fr);
+    }
+    return depth;
+}
+
+/* walk_once() until the stack holds still: the thread runs on while it is
+ * read, and a walk during which it returned or called may have followed
+ * freed or reused frames.  A walk counts when no read failed and the
+ * thread's innermost frame is where it was at the start; after WALKS tries
+ * the last walk counts (its stack may be torn, as a non-blocking
+ * py-spy's may). */
+#define WALKS 3
+static uint32_t walk(struct sampler *s, uintptr_t tp, const PyThreadState *first, uintptr_t *out)
+{
+    PyThreadState t = *first;
+    int64_t depth = 0;
+    for (int i = 0; i < WALKS; i++) {
+        uintptr_t f, again;
+        if (i > 0 && peek(s, &t, tp, sizeof t) < 0)
+            break;
+        if (top_frame(s, &t, &f) < 0)
+            break;
+        depth = walk_once(s, &t, f, out);
+        PyThreadState now;
+        if (depth >= 0 && peek(s, &now, tp, sizeof now) == 0 && top_frame(s, &now, &again) == 0 && again == f)
+            return (uint32_t)depth;
+        atomic_fetch_add_explicit(&s->faults, 1, memory_order_relaxed);
+        if (depth < 0)
+            depth = 0;
+    }
+    return (uint32_t)depth;
+}
+
+/* A str's text as clip_text() makes it, into s->text; -1 when it is not a
+ * str this can read. */
+static int peek_text(struct sampler *s, uintptr_t obj, struct text *t)
+{
+    PyCompactUnicodeObject u;
+    if (peek(s, &u, obj, sizeof(PyASCIIObject)) < 0 || ((PyObject *)&u)->ob_type != &PyUnicode_Type ||
+        !u._base.state.compact)
+        return -1;
+#if PY_VERSION_HEX < 0x030C0000
+    if (!u._base.state.ready)
+        return -1;
+#endif
+    size_t max = s->c->cfg.max_text;
+    Py_ssize_t n = u._base.length;
+    if (n < 0)
+        return -1;
+    if ((size_t)n > max + 1)
+        n = (Py_ssize_t)max + 1; /* enough to find where clip_text() cuts */
+    int kind = u._base.state.ascii ? 0 : (int)u._base.state.kind;
+    uintptr_t data = obj + (kind ? sizeof(PyCompactUnicodeObject) : sizeof(PyASCIIObject));
+    size_t width = kind ? (size_t)kind : 1;
+    if ((kind != 0 && kind != 1 && kind != 2 && kind != 4) || peek(s, s->text, data, (size_t)n * width) < 0)
+        return -1;
+    return text_measure(max, kind, s->text, n, t);
+}
+
+static uint8_t *put_text_z(uint8_t *p, const struct text *t)
+{
+    p = text_put(p, t);
+    *p++ = 0;
+    return p;
+}
+
+/* The number of the code object `co` read at `addr`, declaring it (PyCode)
+ * when new; 0 when it cannot be described.  Under s->lock. */
+static uint32_t code_number(struct sampler *s, uint64_t ts, uintptr_t addr, const PyCodeObject *co)
+{
+    size_t mask = s->cap - 1, i = (addr >> 4) & mask;
+    while (s->codes[i].number != 0 && s->codes[i].code != addr)
+        i = (i + 1) & mask;
+    struct code_entry *e = &s->codes[i];
+    uintptr_t name = CODE_NAME(co), file = (uintptr_t)co->co_filename;
+    if (e->number != 0 && e->name == name && e->file == file && e->line == co->co_firstlineno)
+        return e->number;
+    /* New, or another function at a reused address: a new number either way. */
+    struct text tn, tf;
+    uint8_t *out = s->text + 4 * (s->c->cfg.max_text + 1); /* after the name's copy */
+    if (peek_text(s, name, &tn) < 0)
+        return 0;
+    uint8_t *p = put16(put_head(out, EV_CODE, ts), 0);
+    p = put32(put32(p, s->next_code + 1), (uint32_t)co->co_firstlineno);
+    p = put_text_z(p, &tn);
+    /* The name's bytes are in place: the file may reuse the copy. */
+    if (peek_text(s, file, &tf) < 0)
+        return 0;
+    p = put_text_z(p, &tf);
+    put16(out + HEAD, (uint16_t)(p - out - HEAD - 2));
+    int fresh = e->number == 0;
+    *e = (struct code_entry){addr, name, file, co->co_firstlineno, ++s->next_code};
+    put_owned(s->c, s->st, ts, out, (size_t)(p - out), NULL);
+    if (fresh)
+        atomic_fetch_add_explicit(&s->ncodes, 1, memory_order_relaxed);
+    return e->number;
+}
+
+/* A thread met before the monitor's scan registered it: numbered now, named
+ * "thread-N" until the scan gives it its threading name (a rename), so
+ * that a thread that lives less than a scan is sampled all the same. */
+static int64_t adopt(struct sampler *s, const PyThreadState *t)
+{
+    struct ctx *c = s->c;
+    unsigned long native_id = 0;
+#if PY_VERSION_HEX >= 0x030B0000
+    native_id = t->native_thread_id;
+#endif
+    pthread_mutex_lock(&c->lock);
+    struct thread *st = find_by_ident(c, t->thread_id);
+    if (st == NULL)
+        st = new_thread(c, t->thread_id, native_id, NULL, NULL, 0);
+    int64_t number = st != NULL ? (int64_t)st->number : -1;
+    pthread_mutex_unlock(&c->lock);
+    return number;
+}
+
+static void sample_tick(struct sampler *s)
+{
+    struct ctx *c = s->c;
+    if (snapshot_threads(s) < 0)
+        return;
+    /* Walk every thread first, outside the lock. */
+    size_t n = 0;
+    uintptr_t tp = (uintptr_t)PyInterpreterState_ThreadHead(s->interp); /* reads the immortal interp only */
+    for (int guard = 0; tp != 0 && guard < MAX_SLOTS; guard++) {
+        PyThreadState t;
+        if (peek(s, &t, tp, sizeof t) < 0 || t.interp != s->interp) {
+            atomic_fetch_add_explicit(&s->faults, 1, memory_order_relaxed);
+            break;
+        }
+        uintptr_t tp_here = tp;
+        tp = (uintptr_t)t.next;
+        if (t.thread_id == s->own_ident)
+            continue;
+        int64_t number = number_of(s, t.thread_id);
+        if (n == s->cap_sampled) {
+            size_t cap = s->cap_sampled ? 2 * s->cap_sampled : 8;
+            uintptr_t *frames = realloc(s->frames, cap * MAX_DEPTH * sizeof *frames);
+            if (frames != NULL)
+                s->frames = frames;
+            uint32_t *depth = realloc(s->depth, cap * sizeof *depth);
+            if (depth != NULL)
+                s->depth = depth;
+            uint32_t *numbers = realloc(s->numbers, cap * sizeof *numbers);
+            if (numbers != NULL)
+                s->numbers = numbers;
+            if (frames == NULL || depth == NULL || numbers == NULL)
+                break;
+            s->cap_sampled = cap;
+        }
+        s->depth[n] = walk(s, tp_here, &t, s->frames + n * MAX_DEPTH);
+        if (s->depth[n] == 0)
+            continue; /* not running Python code (starting, or ending): as sys._current_frames() */
+        if (number < 0)
+            number = adopt(s, &t);
+        if (number < 0)
+            continue; /* out of slots */
+        s->numbers[n] = (uint32_t)number;
+        n++;
+    }
+    uint64_t ts = now(c);
+    size_t most = s->next_code; /* entries the table may hold after this tick */
+    for (size_t k = 0; k < n; k++)
+        most += s->depth[k];
+    pthread_mutex_lock(&s->lock);
+    if (2 * most >= s->cap) { /* at most half full */
+        size_t cap = s->cap;
+        while (2 * most >= cap)
+            cap *= 2;
+        struct code_entry *codes = calloc(cap, sizeof *codes);
+        if (codes == NULL) {
+            pthread_mutex_unlock(&s->lock);
+            return;
+        }
+        for (size_t i = 0; i < s->cap; i++) {
+            if (s->codes[i].number == 0)
+                continue;
+            size_t j = (s->codes[i].code >> 4) & (cap - 1);
+            while (codes[j].number != 0)
+                j = (j + 1) & (cap - 1);
+            codes[j] = s->codes[i];
+        }
+        free(s->codes);
+        s->codes = codes;
+        s->cap = cap;
+    }
+    uint8_t out[HEAD + 2 + 4 + 4 * MAX_DEPTH];
+    for (size_t k = 0; k < n; k++) {
+        uintptr_t *frames = s->frames + k * MAX_DEPTH;
+        uint32_t depth = s->depth[k], kept = 0;
+        uint8_t *p = put32(put_head(out, EV_SAMPLE, ts) + 2, s->numbers[k]);
+        /* The code objects, BATCH to a read; one that fails is read alone,
+         * so that one bad address does not cost the rest of the batch. */
+        for (uint32_t i = 0; i < depth; i += BATCH) {
+            uint32_t m = depth - i < BATCH ? depth - i : BATCH;
+            PyCodeObject co[BATCH];
+            struct iovec local[BATCH], remote[BATCH];
+            for (uint32_t j = 0; j < m; j++) {
+                local[j] = (struct iovec){&co[j], sizeof co[j]};
+                remote[j] = (struct iovec){(void *)frames[i + j], sizeof co[j]};
+            }
+            ssize_t got = process_vm_readv(s->pid, local, m, remote, m, 0);
+            uint32_t whole = got > 0 ? (uint32_t)((size_t)got / sizeof co[0]) : 0;
+            for (uint32_t j = 0; j < m; j++) {
+                if (j >= whole && peek(s, &co[j], frames[i + j], sizeof co[j]) < 0) {
+                    atomic_fetch_add_explicit(&s->faults, 1, memory_order_relaxed);
+                    continue;
+                }
+                if (((PyObject *)&co[j])->ob_type != &PyCode_Type)
+                    continue; /* not a code object: 3.13's other executables, or a torn read */
+                uint32_t number = code_number(s, ts, frames[i + j], &co[j]);
+                if (number != 0) {
+                    p = put32(p, number);
+                    kept++;
+                }
+            }
+        }
+        put16(out + HEAD, (uint16_t)(4 + 4 * kept));
+        put_owned(c, s->st, ts, out, (size_t)(p - out), NULL);
+    }
+    pthread_mutex_unlock(&s->lock);
+    atomic_fetch_add_explicit(&s->ticks, 1, memory_order_relaxed);
+}
+
+static void *sampler_main(void *arg)
+{
+    struct sampler *s = arg;
+#ifdef __linux__
+    pthread_setname_np(pthread_self(), "lpm-sampler");
+#endif
+    uint64_t next = mono_ns();
+    pthread_mutex_lock(&s->wlock);
+    while (!atomic_load(&s->stop)) {
+        uint64_t interval = atomic_load(&s->interval_ns), t = mono_ns();
+        uint64_t wake = interval == 0 ? t + 100000000u : next;
+        if (interval != 0 && t >= next) {
+            pthread_mutex_unlock(&s->wlock);
+            if (!atomic_load_explicit(&s->c->paused, memory_order_relaxed))
+                sample_tick(s);
+            pthread_mutex_lock(&s->wlock);
+            next += interval;
+            if (next < t)
+                next = t; /* as the monitor: late ticks are not made up */
+            continue;
+        }
+        struct timespec until = {(time_t)(wake / 1000000000u), (long)(wake % 1000000000u)};
+        pthread_cond_timedwait(&s->wcond, &s->wlock, &until);
+        if (interval == 0)
+            next = mono_ns();
+    }
+    pthread_mutex_unlock(&s->wlock);
+    return NULL;
+}
+
+static void sampler_free(struct sampler *s)
+{
+    pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->wlock);
+    pthread_cond_destroy(&s->wcond);
+    free(s->codes);
+    free(s->threads);
+    free(s->frames);
+    free(s->depth);
+    free(s->numbers);
+    free(s->copy);
+    free(s->text);
+    free(s);
+}
+
+/* Stops and frees the context's background sampler, if it has one.  With
+ * the GIL (released while it waits: the sampler may be in a tick). */
+static void sampler_stop(struct ctx *c)
+{
+    struct sampler *s = c->bg;
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->wlock);
+    atomic_store(&s->stop, 1);
+    pthread_cond_signal(&s->wcond);
+    pthread_mutex_unlock(&s->wlock);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(s->thread, NULL);
+    Py_END_ALLOW_THREADS
+    c->bg = NULL;
+    sampler_free(s);
+}
+
+static void put_event(struct ctx *c, struct thread *st, uint64_t ts, const uint8_t *head, size_t hlen,
+                      const struct text *tail)
+{
+    struct sampler *s = c->bg;
+    if (s == NULL || st != s->st) {
+        put_owned(c, st, ts, head, hlen, tail);
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    put_owned(c, st, ts, head, hlen, tail);
+    pthread_mutex_unlock(&s->lock);
 }
 
 #define FASTCALL(f) (PyCFunction)(void (*)(void))(f)
@@ -1756,6 +2260,8 @@ static void atfork_child(void)
 static void ctx_free(struct ctx *c)
 {
     int own = c->forkgen == atomic_load(&g_forkgen);
+    if (own)
+        sampler_stop(c);
     if (own && (c->state == RUNNING || c->state == STOPPING)) {
         /* Dropped while running (at interpreter exit: the Python side keeps
          * running sinks alive).  The writer never waits for the GIL, so
@@ -1782,7 +2288,7 @@ static void ctx_free(struct ctx *c)
     if (fd >= 0)
         close(fd);
     for (size_t i = 0; i < c->nfresh; i++)
-        Py_DECREF(c->fresh[i].name);
+        Py_XDECREF(c->fresh[i].name);
     Py_XDECREF(c->watch_key);
     if (own) {
         /* An inherited mutex may be held by a thread that is not in this
@@ -2022,6 +2528,7 @@ LPM_EXPORT int lpm_sink_stop(PyObject *obj)
         return -1;
     if (c->state != RUNNING || inherited(c))
         return 0;
+    sampler_stop(c); /* the monitor stops it first; this is the guard */
     c->state = STOPPING;
     pthread_mutex_lock(&c->lock);
     struct thread **order = malloc((c->nlive + 1) * sizeof *order);
@@ -2133,12 +2640,15 @@ LPM_EXPORT PyObject *lpm_take_new(PyObject *obj)
     PyObject *out = PyList_New(0);
     for (size_t i = 0; i < n; i++) {
         PyObject *item = NULL;
-        if (out != NULL)
-            item = Py_BuildValue("(IkkO)", items[i].number, items[i].ident, items[i].native_id, items[i].name);
+        PyObject *name = items[i].name;
+        if (name == NULL) /* registered by the background sampler */
+            name = PyUnicode_FromFormat("thread-%u", items[i].number);
+        if (out != NULL && name != NULL)
+            item = Py_BuildValue("(IkkO)", items[i].number, items[i].ident, items[i].native_id, name);
         if (item == NULL || PyList_Append(out, item) < 0)
             Py_CLEAR(out);
         Py_XDECREF(item);
-        Py_DECREF(items[i].name);
+        Py_XDECREF(name);
     }
     free(items);
     return out;
@@ -2257,4 +2767,122 @@ LPM_EXPORT uint64_t lpm_backlog(PyObject *obj)
     uint64_t n = atomic_load(&c->q_tail) - atomic_load(&c->q_head) + c->nretiring + c->nannounce;
     pthread_mutex_unlock(&c->lock);
     return n;
+}
+
+LPM_EXPORT int lpm_bg_start(PyObject *obj, double rate)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return -1;
+    if (inherited(c) || c->bg != NULL || c->state != RUNNING)
+        return 0;
+    struct thread *st = current(c); /* the monitor's: the caller */
+    if (st == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    struct sampler *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    s->c = c;
+    s->st = st;
+    s->own_ident = PyThread_get_thread_ident();
+    s->interp = PyThreadState_GetInterpreter(PyThreadState_Get());
+    s->pid = getpid();
+    s->cap = 1024;
+    s->codes = calloc(s->cap, sizeof *s->codes);
+    s->copy = malloc(STACK_COPY);
+    s->text = malloc(4 * ((size_t)c->cfg.max_text + 1) + HEAD + 2 + 8 + 2 * ((size_t)c->cfg.max_text + 1));
+    atomic_store(&s->interval_ns, rate > 0 ? (uint64_t)(1e9 / rate) : 0);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->wlock, NULL);
+    pthread_cond_init(&s->wcond, &attr);
+    pthread_condattr_destroy(&attr);
+    /* A kernel or sandbox that refuses process_vm_readv() (seccomp, no
+     * CONFIG_CROSS_MEMORY_ATTACH) leaves sampling to the monitor. */
+    uint64_t probe = 0, here = 0x6c706d;
+    if (s->codes == NULL || s->copy == NULL || s->text == NULL || peek(s, &probe, (uintptr_t)&here, 8) < 0 ||
+        probe != here) {
+        sampler_free(s);
+        return 0;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* signals stay with the program's threads */
+    int err = pthread_create(&s->thread, NULL, sampler_main, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err != 0) {
+        sampler_free(s);
+        return 0;
+    }
+    c->bg = s;
+    return 1;
+}
+
+LPM_EXPORT int lpm_bg_rate(PyObject *obj, double rate)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return -1;
+    struct sampler *s = c->bg;
+    if (s != NULL) {
+        pthread_mutex_lock(&s->wlock);
+        atomic_store(&s->interval_ns, rate > 0 ? (uint64_t)(1e9 / rate) : 0);
+        pthread_cond_signal(&s->wcond);
+        pthread_mutex_unlock(&s->wlock);
+    }
+    return 0;
+}
+
+/* PyGeneration `gen` into the monitor's buffer, and an empty code table,
+ * with no sample between them. */
+LPM_EXPORT int lpm_bg_generation(PyObject *obj, uint32_t gen)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return -1;
+    struct thread *st = current(c);
+    if (st == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    uint64_t ts = now(c);
+    uint8_t head[HEAD + EV_GENERATION_SIZE];
+    put32(put_head(head, EV_GENERATION, ts), gen);
+    struct sampler *s = c->bg;
+    if (s == NULL || st != s->st) {
+        put_event(c, st, ts, head, sizeof head, NULL);
+        return 0;
+    }
+    pthread_mutex_lock(&s->lock);
+    put_owned(c, st, ts, head, sizeof head, NULL);
+    memset(s->codes, 0, s->cap * sizeof *s->codes);
+    s->next_code = 0;
+    atomic_store(&s->ncodes, 0);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+/* (ticks, code objects in the table, failed reads), or None when no
+ * background sampler runs. */
+LPM_EXPORT PyObject *lpm_bg_stats(PyObject *obj)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return NULL;
+    struct sampler *s = c->bg;
+    if (s == NULL)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(KKK)", (unsigned long long)atomic_load(&s->ticks),
+                         (unsigned long long)atomic_load(&s->ncodes), (unsigned long long)atomic_load(&s->faults));
+}
+
+LPM_EXPORT int lpm_bg_stop(PyObject *obj)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return -1;
+    sampler_stop(c);
+    return 0;
 }

@@ -18,7 +18,7 @@ from functools import lru_cache
 from ..errors import LeechError
 
 #: The C ABI version this module was written against (LPM_ABI_VERSION in leech.c).
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -64,6 +64,11 @@ _SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "lpm_start_ns": ([_CTX], ctypes.c_uint64),
     "lpm_reader_events": ([_CTX], ctypes.c_uint64),
     "lpm_backlog": ([_CTX], ctypes.c_uint64),
+    "lpm_bg_start": ([_CTX, ctypes.c_double], ctypes.c_int),
+    "lpm_bg_rate": ([_CTX, ctypes.c_double], ctypes.c_int),
+    "lpm_bg_generation": ([_CTX, ctypes.c_uint32], ctypes.c_int),
+    "lpm_bg_stats": ([_CTX], ctypes.py_object),
+    "lpm_bg_stop": ([_CTX], ctypes.c_int),
 }
 
 

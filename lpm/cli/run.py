@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "native", "python"],
         help="native (C) or python leech (default auto: native when it loads)",
     )
+    parser.add_argument(
+        "--sampler",
+        choices=["auto", "gil"],
+        help="auto: the native leech samples without taking the GIL where it can (default); "
+        "gil: the monitor thread takes the GIL for each sample",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         "budget": args.budget,
         "directory": args.directory,
         "implementation": args.implementation,
+        "sampler": args.sampler,
     }
     if module is not None:
         argv = [module, *rest]
@@ -120,7 +127,7 @@ def _exit_code(code: object) -> int:
 
 
 #: run's own options that take a value, so split_program can step over it.
-_VALUED = ("--sample-rate", "--heap-interval", "--flush-interval", "--budget", "--dir", "--implementation")
+_VALUED = ("--sample-rate", "--heap-interval", "--flush-interval", "--budget", "--dir", "--implementation", "--sampler")
 
 
 def split_program(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -27,6 +27,7 @@ FIELDS = (
     "directory",
     "fixed_clock",
     "implementation",
+    "sampler",
 )
 
 
@@ -55,6 +56,10 @@ class LeechConfig:
             bytes); None: the real clock.
         implementation: "native", "python" or "auto" (native when it loads;
             LPM_PUREPYTHON=1 forces python).
+        sampler: "auto" (the native leech samples from a thread of its own
+            that never takes the GIL, where the kernel lets a process read its
+            own memory with process_vm_readv; else as "gil") or "gil" (the
+            monitor thread takes the GIL for every sample).
     """
 
     __slots__ = FIELDS
@@ -72,6 +77,7 @@ class LeechConfig:
         directory: str | None = None,
         fixed_clock: int | None = None,
         implementation: str = "auto",
+        sampler: str = "auto",
     ) -> None:
         self.sample_rate = sample_rate
         self.heap_interval = heap_interval
@@ -83,6 +89,7 @@ class LeechConfig:
         self.directory = directory
         self.fixed_clock = fixed_clock
         self.implementation = implementation
+        self.sampler = sampler
         if self.sample_rate < 0 or self.sample_rate > 10_000:
             raise LeechError(f"sample_rate {self.sample_rate} is outside 0..10000 per second")
         for name in ("heap_interval", "flush_interval", "generation_interval", "stop_timeout"):
@@ -94,6 +101,8 @@ class LeechConfig:
             raise LeechError(f"budget {self.budget} must hold at least two buffers of {self.buffer_size} bytes")
         if self.implementation not in ("auto", "native", "python"):
             raise LeechError(f"implementation {self.implementation!r} is not auto, native or python")
+        if self.sampler not in ("auto", "gil"):
+            raise LeechError(f"sampler {self.sampler!r} is not auto or gil")
 
     def values(self) -> dict[str, Any]:
         """Every setting by name."""
@@ -131,7 +140,7 @@ def from_environment(env: Mapping[str, str] | None = None, **overrides: Any) -> 
             continue
         kind = type(getattr(_DEFAULTS, name))
         try:
-            if name in ("directory", "implementation"):
+            if name in ("directory", "implementation", "sampler"):
                 values[name] = raw
             elif name == "fixed_clock" or kind is int:
                 values[name] = int(raw, 0)

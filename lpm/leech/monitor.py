@@ -60,7 +60,7 @@ class Monitor:
         self.rate = self.config.sample_rate
         self.heap_interval = self.config.heap_interval
         self.generation = 0
-        self.samples = 0
+        self._ticks = 0
         # Code objects by id(): hashing a code object hashes its constants and
         # names every time (most of a tick's work when it was the key).
         # _code_refs keeps them alive so their ids are not reused.
@@ -69,6 +69,7 @@ class Monitor:
         self._known: dict[int, tuple[int, str]] = {}  # ident -> (number, name)
         self._numbers: dict[int, int] = {}  # ident -> number, or -1 for lpm's own threads: the C sampler's view
         self._sampler = sink.sampler()
+        self.background = False  # the sink samples on a thread of its own (see _run)
         self._resend = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,8 +106,19 @@ class Monitor:
         sink.thread_number(threading.get_ident(), threading.get_native_id(), threading.current_thread().name)
         next_sample = next_heap = next_scan = time.monotonic()
         next_gen = next_sample + self.config.generation_interval
+        # The background sampler shares this thread's buffer: it starts
+        # from here, and before the first generation empties its table.
+        self.background = self.config.sampler == "auto" and sink.background_sampler(self.rate)
         self._new_generation()
         paused = sink.paused
+        try:
+            self._loop(next_sample, next_heap, next_scan, next_gen, paused)
+        finally:
+            sink.background_stop()
+
+    def _loop(self, next_sample: float, next_heap: float, next_scan: float, next_gen: float, paused: bool) -> None:
+        sink = self.sink
+        background = self.background
         while not self._stopping.is_set():
             now = time.monotonic()
             if now >= next_scan:
@@ -124,6 +136,13 @@ class Monitor:
                 if self.heap_interval > 0 and now >= next_heap and not paused:
                     self._heap()
                     next_heap = now + self.heap_interval
+                if background:
+                    stats = sink.background_stats()
+                    if stats is not None and stats[1] > MAX_CODES:
+                        self._new_generation()
+            if background:
+                self._stopping.wait(max(0.0, next_scan - time.monotonic()))
+                continue
             if self.rate > 0 and now >= next_sample and not paused:
                 self._sample()
                 next_sample = max(next_sample + 1.0 / self.rate, now)
@@ -155,6 +174,7 @@ class Monitor:
                 if not 0 <= rate <= 10_000:
                     return f"error: rate {arg} is outside 0..10000"
                 self.rate = rate
+                self.sink.background_rate(rate)
                 self.sink.emit_event(wire.PY_SETTING, "lpm.sample_rate", repr(rate))
             elif word == "heap-interval":
                 interval = float(arg)
@@ -175,7 +195,7 @@ class Monitor:
         self.generation += 1
         self._codes.clear()
         self._code_refs.clear()
-        sink.emit_event(wire.PY_GENERATION, self.generation)
+        sink.new_generation(self.generation)
         for event_class, values in procinfo.process_events(sink, self.rate, self.heap_interval):
             sink.emit_event(event_class, *values)
         for number, seq in sink.sequence_points():
@@ -225,6 +245,12 @@ class Monitor:
         self._learn(ident, number, thread.name)
         return number
 
+    @property
+    def samples(self) -> int:
+        """Sample ticks so far, by whichever thread took them."""
+        stats = self.sink.background_stats() if self.background else None
+        return self._ticks if stats is None else stats[0]
+
     def _sample(self) -> None:
         if len(self._codes) > MAX_CODES:
             self._new_generation()
@@ -235,7 +261,7 @@ class Monitor:
                     self._register(ident)  # sampled from the next tick on
         else:
             self._sample_python()
-        self.samples += 1
+        self._ticks += 1
 
     def _sample_python(self) -> None:
         """The specification of the C sampler (leech.c, py_sample)."""

@@ -138,6 +138,21 @@ class NativeSink(Sink):
     def sampler(self) -> Sampler:
         return cast("Sampler", self._functions["sample"])
 
+    def background_sampler(self, rate: float) -> bool:
+        return bool(self._lib.lpm_bg_start(self._ctx, rate))
+
+    def background_rate(self, rate: float) -> None:
+        self._lib.lpm_bg_rate(self._ctx, rate)
+
+    def background_stats(self) -> tuple[int, int, int] | None:
+        return cast("tuple[int, int, int] | None", self._lib.lpm_bg_stats(self._ctx))
+
+    def background_stop(self) -> None:
+        self._lib.lpm_bg_stop(self._ctx)
+
+    def new_generation(self, generation: int) -> None:
+        self._lib.lpm_bg_generation(self._ctx, generation)
+
     # -- threads ---------------------------------------------------------------
 
     def thread_number(self, ident: int, native_id: int = 0, name: str = "") -> int:

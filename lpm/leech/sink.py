@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 
+from . import wire
 from .config import LeechConfig
 
 TYPE_CHECKING = False
@@ -66,6 +67,29 @@ class Sink(abc.ABC):
         returns the idents it found that ``numbers`` lacks (None when there
         are none)."""
         return None
+
+    def background_sampler(self, rate: float) -> bool:
+        """Sample every thread at ``rate`` Hz from a thread of the sink's own
+        that never takes the GIL; False when this sink cannot (the monitor
+        then samples, holding the GIL).  Called from the monitor's thread,
+        whose buffer the samples then share (see leech.c)."""
+        return False
+
+    def background_rate(self, rate: float) -> None:
+        """The background sampler's new rate (0: off)."""
+
+    def background_stats(self) -> tuple[int, int, int] | None:
+        """The background sampler's (ticks, code objects numbered in this
+        generation, failed reads), or None when none runs."""
+        return None
+
+    def background_stop(self) -> None:
+        """Stop the background sampler, if one runs."""
+
+    def new_generation(self, generation: int) -> None:
+        """``PyGeneration``; with a background sampler, its code table starts
+        empty again with no sample between the two."""
+        self.emit_event(wire.PY_GENERATION, generation)
 
     # -- threads -------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from lpm.eventlog import EVENT_TYPES, catalog
 from lpm.eventlog.events import declared_size
 from lpm.leech import pure, wire
 from lpm.leech.monitor import Monitor
+from lpm.leech.sink import Sink
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,10 @@ def test_the_c_library_writes_what_the_pure_leech_writes(lib: ctypes.PyDLL) -> N
     kinds = set(re.findall(r"wire\.([A-Z_]+)\.ID", inspect.getsource(pure)))
     sampled = set(re.findall(r"wire\.([A-Z_]+)\b", inspect.getsource(Monitor._sample_python)))
     assert sampled == {"PY_CODE", "PY_SAMPLE"}
-    written_by_pure = {getattr(wire, kind).NAME for kind in kinds | sampled}
+    # The background sampler's table and the generation go together (leech.c).
+    generation = set(re.findall(r"wire\.([A-Z_]+)\b", inspect.getsource(Sink.new_generation)))
+    assert generation == {"PY_GENERATION"}
+    written_by_pure = {getattr(wire, kind).NAME for kind in kinds | sampled | generation}
     assert len(written_by_pure) > 10
     written_by_c = {name for _, _, name in table(lib)}
     assert written_by_c == written_by_pure

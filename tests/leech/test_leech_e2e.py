@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import pytest
 
 from lpm.eventlog import Header, Skipped
 from lpm.eventlog import events as ev
@@ -181,8 +182,12 @@ def test_tiny_budget_under_a_flood_of_markers(tmp_path: Path, implementation: st
     assert len(stream.of_type(ev.PyDataLoss)) > 0
 
 
-def test_stack_samples_name_every_frame_of_every_thread(tmp_path: Path, implementation: str) -> None:
-    proc = spawn("stacks.py", ["0.6"], tmp_path, implementation, run_options=["--sample-rate", "200"])
+@pytest.mark.parametrize("sampler", ["auto", "gil"])
+def test_stack_samples_name_every_frame_of_every_thread(tmp_path: Path, implementation: str, sampler: str) -> None:
+    if implementation == "python" and sampler == "gil":
+        pytest.skip("the pure leech always samples with the GIL")
+    options = ["--sample-rate", "200", "--sampler", sampler]
+    proc = spawn("stacks.py", ["0.6"], tmp_path, implementation, run_options=options)
     reader = FifoReader(wait_for_fifo(tmp_path, proc))
     reader.start()
     code, out, err = finish(proc)
