@@ -18,8 +18,10 @@
  * Who runs what.  Every function Python calls runs with the GIL held and
  * never releases it between reading and updating a thread's state, so the
  * event path, thread registration and thread exit are ordered by the GIL
- * (the free-threaded build is out of scope).  Beside them runs the writer
- * pthread, which never touches a Python object.  It shares with the event
+ * (the free-threaded build is out of scope).  Beside them run the writer
+ * pthread, which never touches a Python object, and the background
+ * sampler, which only reads interpreter memory through process_vm_readv()
+ * and writes into the monitor thread's buffer under a lock of its own.  It shares with the event
  * path only these lock-free structures:
  *
  *   pool       a bitmap of free buffers plus a count.  Taking a buffer first
@@ -105,6 +107,16 @@
  *   uint64_t lpm_backlog(ctx)
  *       What the writer has yet to put in the stream: queued buffers, new
  *       threads to announce, ended threads to close.
+ *   int lpm_bg_start(ctx, double rate)
+ *       From the monitor thread: start the background sampler (stack
+ *       samples without the GIL, into the caller's buffer; see "the
+ *       background sampler" below).  1 started, 0 not possible here (the
+ *       monitor then samples with the GIL), -1 with an exception.
+ *   int lpm_bg_rate(ctx, double rate), int lpm_bg_stop(ctx)
+ *   int lpm_bg_generation(ctx, uint32_t gen)
+ *       PyGeneration, and the sampler's code table emptied, as one step.
+ *   PyObject *lpm_bg_stats(ctx)
+ *       (ticks, code objects numbered, failed reads), or None.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -21,6 +21,10 @@ Variants, all run side by side in one invocation:
 ``lpm-python``      ``lpm run --implementation python``, with a reader
 ``lpm-native``      ``lpm run --implementation native``, with a reader; only when
                     ``import lpm.leech.native`` works in the bench interpreter
+``lpm-gil``         the same with ``--sampler gil``: the monitor thread takes the
+                    GIL for every sample instead of the background sampler
+``lpm-nosample``    the same with ``--sample-rate 0``: what everything but
+                    sampling costs
 ``py-spy``          ``py-spy record -r 100 -o /dev/null -- python w.py`` (blocking mode)
 ``pyinstrument``    ``python -m pyinstrument -r text -o /dev/null w.py`` (1 ms interval)
 ``cprofile``        ``python -m cProfile -o OUT w.py``
@@ -127,6 +131,7 @@ class Variant:
     kind: str  # plain | lpm | py-spy | pyinstrument | cprofile
     implementation: Optional[str] = None  # lpm: None (auto), "python", "native"
     reader: bool = False  # lpm: drain the data FIFO from a thread here
+    options: Tuple[str, ...] = ()  # lpm: more options of lpm run
 
 
 PLAIN = Variant("plain", "plain (no profiler)", "plain")
@@ -136,6 +141,9 @@ VARIANTS: List[Variant] = [
     Variant("lpm-noreader", "lpm run (default{auto}), nobody reading", "lpm", None, False),
     Variant("lpm-python", "lpm run --implementation python, reader", "lpm", "python", True),
     Variant("lpm-native", "lpm run --implementation native, reader", "lpm", "native", True),
+    Variant("lpm-gil", "lpm run --implementation native --sampler gil, reader", "lpm", "native", True, ("--sampler", "gil")),
+    Variant("lpm-nosample", "lpm run --implementation native --sample-rate 0, reader", "lpm", "native", True,
+            ("--sample-rate", "0")),
     Variant("py-spy", "py-spy record -r 100 (blocking; separate process)", "py-spy"),
     Variant("pyinstrument", "pyinstrument (1 ms interval, main thread)", "pyinstrument"),
     Variant("cprofile", "cProfile -o (main thread)", "cprofile"),
@@ -331,7 +339,7 @@ def command(variant: Variant, script: Path, bench: BenchEnv, scratch: str) -> Li
         return [py, str(script)]
     if variant.kind == "lpm":
         impl = ["--implementation", variant.implementation] if variant.implementation else []
-        return [py, "-m", "lpm", "run", *impl, str(script)]
+        return [py, "-m", "lpm", "run", *impl, *variant.options, str(script)]
     if variant.kind == "py-spy":
         assert bench.py_spy is not None
         return [bench.py_spy, "record", "-r", "100", "-o", "/dev/null", "--", py, str(script)]
@@ -964,7 +972,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for v in VARIANTS:
         if v.name not in wanted:
             continue
-        if v.name == "lpm-native" and not bench.native:
+        if v.name in ("lpm-native", "lpm-gil", "lpm-nosample") and not bench.native:
             continue
         if v.kind == "py-spy" and not bench.py_spy:
             notes.append("py-spy: not installed in the bench virtualenv; skipped.")

@@ -25,9 +25,11 @@ leech is allowed.  This bench counts instead, so a 0.5% change shows:
    second (plain hot instructions over the plain hot seconds timed here
    outside valgrind, median of 3), is the share of the program's time they
    take.  Slower work (scans, heap figures) is charged to every tick, which
-   overstates it.  The native writer is a pthread that never takes the GIL:
-   its share (instructions per tick the same way) is shown apart, as CPU
-   another core spends.
+   overstates it.  The native writer and the native background sampler are
+   pthreads that never take the GIL: their share (instructions per tick the
+   same way) is shown apart, as CPU another core spends.  With the
+   background sampler the monitor thread wakes only at the scan rate, so its
+   GIL share is mostly scans and heap figures.
 
 The estimate is ``program ratio + leech GIL share``; the target is at most
 1.02.  Instruction counts repeat to a fraction of a percent; the native
@@ -76,7 +78,7 @@ class Counted:
 
     hot_seconds: float  # the workload's own timing of its hot section (under valgrind)
     threads: Dict[int, int]  # callgrind thread number -> instructions
-    writer_thread: Optional[int] = None  # the native writer pthread, found by its function name
+    nogil_threads: List[int] = field(default_factory=list)  # the native writer and sampler pthreads, by function name
     samples: int = 0  # PySample events of the main thread in the stream
 
 
@@ -86,7 +88,7 @@ class Row:
     variant: str
     program: float  # program threads' hot instructions
     leech_gil: float  # the leech's GIL-holding threads, instructions per sample tick
-    leech_nogil: float  # the native writer, instructions per sample tick
+    leech_nogil: float  # the native writer and sampler, instructions per sample tick
     sample_rate: float  # achieved under valgrind: main-thread samples per second of hot wall time
     extra: Dict[str, float] = field(default_factory=dict)
 
@@ -121,8 +123,8 @@ def callgrind(variant: str, workload: str, scale: float, python: str, scratch: s
             text = f.read()
         totals = _TOTALS.search(text)
         counted.threads[number] = int(totals.group(1)) if totals else 0
-        if "writer_main" in text:
-            counted.writer_thread = number
+        if "writer_main" in text or "sampler_main" in text:
+            counted.nogil_threads.append(number)
     if drain is not None:
         drain.join(timeout=30)
         main_thread = None
@@ -150,8 +152,10 @@ def native_hot_seconds(workload: str, scale: float, python: str, scratch: str, r
 
 
 def leech_threads(counted: Counted) -> List[int]:
-    """The leech's threads: started before the program's code runs, so 2 and 3."""
-    return [n for n in (2, 3) if n in counted.threads]
+    """The leech's threads: its pthreads (found by name), and the monitor,
+    started before the program's code runs, after the writer: 2 or 3."""
+    monitor = [n for n in (2, 3) if n in counted.threads and n not in counted.nogil_threads][:1]
+    return [*counted.nogil_threads, *monitor]
 
 
 def measure(workload: str, variant: str, scale: float, python: str, scratch: str) -> Row:
@@ -169,7 +173,7 @@ def measure(workload: str, variant: str, scale: float, python: str, scratch: str
     gil = nogil = 0.0
     for t in own:
         delta = big.threads.get(t, 0) - small.threads.get(t, 0)
-        if t == big.writer_thread:
+        if t in big.nogil_threads:
             nogil += delta / ticks
         else:
             gil += delta / ticks
@@ -184,7 +188,7 @@ RATE = 100
 def report(rows: List[Row], native_ips: Dict[str, float]) -> str:
     lines = [
         "| workload | leech | program threads | + leech threads holding the GIL | = estimate | "
-        "native writer (another core) | leech instructions per tick | samples/s under valgrind |",
+        "native writer and sampler (another core) | leech instructions per tick | samples/s under valgrind |",
         "|---|---|---|---|---|---|---|---|",
     ]
     plain = {r.workload: r for r in rows if r.variant == "plain"}

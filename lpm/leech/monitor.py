@@ -6,11 +6,15 @@ GC callbacks).  Each tick it:
 
 - carries out the commands the sink's writer read from the control FIFO
   (one line each, see :data:`COMMANDS`);
-- at the sample rate, takes one stack sample of every thread: in C when the
-  sink has a sampler (the native leech: one call walks every thread state),
-  else with ``sys._current_frames()``; each code object is declared once per
-  generation (``PyCode``: number, first line, qualified name, file) and samples
-  refer to it by number, innermost frame first, at most :data:`MAX_DEPTH` frames;
+- at the sample rate, takes one stack sample of every thread running Python
+  code, unless the sink samples on its own: the native leech's background
+  sampler, a pthread that reads the interpreter's frames without the GIL
+  (leech.c, "the background sampler"), so that a tick does not stop the
+  program at all; else in C when the sink has a sampler (one call walks every
+  thread state with the GIL), else with ``sys._current_frames()``.  Each code
+  object is declared once per generation (``PyCode``: number, first line,
+  qualified name, file) and samples refer to it by number, innermost frame
+  first, at most :data:`MAX_DEPTH` frames;
 - notices threads that start or are renamed (``CreateThread``,
   ``ThreadLabel``, ``PyThreadInfo``) and tells the sink of threads that ended
   (its writer then sends ``StopThread`` and the final ``PySeqPoint``);
@@ -22,11 +26,14 @@ GC callbacks).  Each tick it:
   again, so a reader that lost data or joined late can decode every sample
   that follows.
 
-Sampling from a thread of the process costs about what py-spy costs at 100 Hz
-on this kind of machine (baseline-measurements.md: within noise), and it needs
-no privileges; its rate is bounded by the GIL switch interval.  The walk in C
-costs the program about a tenth of the Python walk's instructions per tick
-(bench/overhead_count.py).
+Sampling with the GIL stops the program at every tick: the handover of the
+GIL and back costs more than the walk (thread wake-ups on the critical path,
+about 2% of wall time at 100 Hz on 2 vCPUs), its rate is bounded by the
+switch interval, and a long C call that holds the GIL hides the program from
+it.  The background sampler has none of this, the way py-spy reads from
+outside; it needs process_vm_readv() on the process's own memory, which
+needs no privilege, and ``sampler="gil"`` or a kernel that refuses it falls
+back to the GIL walk (bench/overhead.py's lpm-gil variant compares them).
 """
 
 from __future__ import annotations
