@@ -805,6 +805,8 @@ class Connection:
             if not eliciting and (probing or keepalive):
                 parts.append(PING_FRAME)
                 eliciting = True
+            if eliciting:
+                self._last_sent = now  # so a keepalive does not count as more to send
             if eliciting and (
                 rec.bytes_in_flight + self.config.mtu >= self.cc.cwnd or probing or self._work_at() > now
             ):

@@ -268,10 +268,12 @@ class ReliableReceiver:
                     raise BadPacket(0, "reassembly_memory", f"message over the receive buffer of {self.budget.limit}")
                 self.ready[mid] = frame.data
                 return []
-            r = self.partial[mid] = Reassembly(total, now)
+            r = Reassembly(total, now)
+            r.add(frame.offset, frame.data, self.budget, now)
+            self.partial[mid] = r  # only once a fragment is in: no empty entries
         elif r.total != total:
             raise BadPacket(0, "fragment_mismatch", f"message {mid} said {r.total} bytes, now {total}")
-        if not r.add(frame.offset, frame.data, self.budget, now):
+        elif not r.add(frame.offset, frame.data, self.budget, now):
             self.duplicates += 1
             return []
         if not r.complete:
