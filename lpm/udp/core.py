@@ -460,6 +460,10 @@ class Connection:
                 self.state = State.CLOSED
 
     @property
+    def is_established(self) -> bool:
+        return self.state is State.ESTABLISHED
+
+    @property
     def is_closed(self) -> bool:
         return self.state is State.CLOSED
 
@@ -783,7 +787,7 @@ class Connection:
             events_out = self.events_out
             mark_at = events_out.mark_due_at(2 * self.config.max_ack_delay)
             if mark_at is not None and mark_at <= now:
-                pkt.mark = events_out.mark_in_flight = events_out.top
+                pkt.mark = events_out.mark_sent()
                 parts.append(encode_mark(*pkt.mark))
                 space -= len(parts[-1])
                 eliciting = True

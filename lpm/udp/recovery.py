@@ -430,33 +430,36 @@ class EventsSender:
         self.last_activity = 0.0
         self.acked: Tuple[int, int] = (0, 0)  # the newest (next seq, cum) the peer has
         self.mark_in_flight: Optional[Tuple[int, int]] = None
+        self._shed_since: Optional[float] = None  # items shed and not yet told
 
     def offer(self, data: bytes, items: int, now: float) -> bool:
         self.items_offered += items
         self.last_activity = now
         if not self.throttle.admit():
-            self.shed(items)
+            self.shed(items, now)
             return False
         self.queue.append((data, items, now))
         self.queued_bytes += len(data)
         while self.queued_bytes > self.queue_limit:
-            self._shed_oldest()
+            self._shed_oldest(now)
         return True
 
-    def shed(self, items: int) -> None:
+    def shed(self, items: int, now: float) -> None:
         self.cum += items
         self.items_shed += items
+        if self._shed_since is None:
+            self._shed_since = now
 
-    def _shed_oldest(self) -> None:
+    def _shed_oldest(self, now: float) -> None:
         data, items, _ = self.queue.popleft()
         self.queued_bytes -= len(data)
-        self.shed(items)
+        self.shed(items, now)
 
     def head_size(self, now: float) -> Optional[int]:
         """The size of the next message to send, after shedding stale ones."""
         queue = self.queue
         while queue and now - queue[0][2] > self.max_delay:
-            self._shed_oldest()
+            self._shed_oldest(now)
         return len(queue[0][0]) if queue else None
 
     def pop(self, now: float) -> Tuple[int, int, int, bytes]:
@@ -468,6 +471,7 @@ class EventsSender:
         seq = self.next_seq
         self.next_seq += 1
         self.last_activity = now
+        self._shed_since = None  # the message carries the count
         return seq, self.cum, items, data
 
     @property
@@ -480,7 +484,17 @@ class EventsSender:
         top = (self.next_seq, self.cum)
         if self.queue or top == self.acked or top == self.mark_in_flight:
             return None
-        return self.last_activity + delay
+        due = self.last_activity + delay
+        if self._shed_since is not None:
+            # Everything offered is being shed: say so now and then, not
+            # only once the offers stop.
+            due = min(due, self._shed_since + 4 * delay)
+        return due
+
+    def mark_sent(self) -> Tuple[int, int]:
+        self.mark_in_flight = self.top
+        self._shed_since = None
+        return self.mark_in_flight
 
     def on_acked(self, top: Tuple[int, int]) -> None:
         if top > self.acked:

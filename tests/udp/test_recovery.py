@@ -275,3 +275,16 @@ def test_events_throttle_sheds_evenly_under_trouble() -> None:
     for _ in range(20):
         s.throttle.update(trouble=False)
     assert s.throttle.value == 32 and s.offer(b"x", 1, 0.0)
+
+
+def test_a_mark_is_due_while_everything_offered_is_shed() -> None:
+    s = EventsSender(queue_limit=1 << 20, max_delay=10.0)
+    s.throttle.value = 0  # shed all (the throttle itself never goes this low)
+    for i in range(100):
+        assert not s.offer(b"x", 1, i * 0.01)
+    # Not only once the offers stop (0.99 + 0.05): four delays after the first shed.
+    assert s.mark_due_at(0.05) == pytest.approx(0.0 + 4 * 0.05)
+    assert s.mark_sent() == (0, 100)
+    assert s.mark_due_at(0.05) is None
+    s.offer(b"x", 1, 1.0)
+    assert s.mark_due_at(0.05) == pytest.approx(1.0 + 0.05)

@@ -118,6 +118,17 @@ def test_a_dead_peer_is_detected_after_the_idle_timeout() -> None:
     assert conn.state is State.ESTABLISHED  # the server was not running at all
 
 
+def test_the_server_forgets_a_client_that_went_away() -> None:
+    pair = Pair(24)
+    conn = pair.connect()
+    pair.net.remove(CLIENT)
+    last_heard = conn._last_received
+    assert pair.net.run(60.0, stop=lambda: not pair.server.server.connections)
+    at, side, end = pair.server.events[-1]
+    assert side is conn and end == Closed(CloseReason.IDLE_TIMEOUT, "nothing heard for 15 s")
+    assert at == pytest.approx(last_heard + 15.0)
+
+
 def test_a_clean_close_reaches_the_peer_and_both_ends_forget() -> None:
     pair = Pair(25)
     conn = pair.connect()
