@@ -35,8 +35,10 @@ Theory of operation.
   channel (:class:`~.recovery.EventsSender`, :class:`~.recovery.EventsReceiver`).
 - Acknowledgments follow RFC 9000 §13.2: after every second ack-eliciting
   packet, within ``max_ack_delay``, or at once when a packet arrives out of
-  order.  Loss detection, the PTO and the congestion window are
-  :mod:`.recovery`'s; a token bucket caps the send rate.
+  order or asks for it (ACK_NOW, which a sender puts in a packet whose ACK it
+  will wait for: its window is full or it has nothing more to send).  Loss
+  detection, the PTO and the congestion window are :mod:`.recovery`'s; a
+  token bucket caps the send rate.
 - Closing: a CLOSE frame; the closing end answers stragglers with CLOSE for
   three PTOs, the other stays silent as long (RFC 9000 §10.2).  A peer that
   is not heard from for ``idle_timeout`` is dead; ``keepalive_interval`` of
@@ -67,13 +69,13 @@ from .fragments import (
     SendWindow,
 )
 from .packet import (
+    ACK_NOW_FRAME,
     EVENTS_HEAD,
     FLAG_TOKEN,
     HEADER,
     MAX_ACK_RANGES,
     MAX_DATAGRAM,
     MESSAGE_HEAD,
-    ACK_NOW_FRAME,
     MIN_HELLO_SIZE,
     NONCE_SIZE,
     PING_FRAME,
@@ -506,8 +508,8 @@ class Connection:
 
     def _emit(self, event: Event) -> None:
         self._events.append(event)
-        if self._on_event is not None:
-            self._on_event(self)
+        if self._on_event is not None and len(self._events) == 1:
+            self._on_event(self)  # the server's queue of connections with events
 
     def _count(self, key: str) -> None:
         self.counters[key] = self.counters.get(key, 0) + 1
@@ -780,6 +782,7 @@ class Connection:
         pkt = SentPacket(self._next_pn, now, 0)
         eliciting = ack_now = False
         if work:
+            space -= len(ACK_NOW_FRAME)  # kept for it, whatever comes
             if self._welcome is not None:
                 parts.append(encode_welcome(self._welcome))
                 space -= len(parts[-1])

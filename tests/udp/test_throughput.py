@@ -40,6 +40,7 @@ def transfer(data: bytes, loss: float, seed: int = 1, config: Optional[Config] =
 
     pair.client.on_event = on_client
     assert pair.net.run(600.0, stop=lambda: bool(got))
+    assert pair.net.stats["mtu_drops"] == 0
     return got[0][0] - started[0], got[0][1]
 
 

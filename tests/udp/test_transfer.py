@@ -128,6 +128,31 @@ def test_messages_once_in_order_and_event_loss_adds_up(seed: int, loss: float) -
     assert "events_late" not in pair.client.conn.counters
     for counters in (pair.client.conn.counters, pair.server.server.all_counters()):
         assert "internal_error" not in counters
+    assert pair.net.stats["mtu_drops"] == 0
     if loss == 0:
         assert reported == shed
     print(f"seed {seed} loss {loss:.0%}: t={pair.net.now:.2f}s shed={shed} link={dropped_by_link}")
+
+
+def test_no_datagram_exceeds_the_mtu() -> None:
+    # Largest events, fragments of every length near the fragment size, and
+    # ACKs with many ranges (loss both ways) competing for the same packets.
+    pair = Pair(5, LinkSpec(loss=0.2, delay=0.002, bandwidth=2e6))
+    conn = pair.connect()
+    client = pair.client.conn
+    rng = random.Random(5)
+    for size in range(conn.frag_size - 40, conn.frag_size + 40):
+        conn.send_message(Channel.CONTROL, rng.randbytes(size))
+        client.send_message(Channel.STATE, rng.randbytes(size * 3 + 1))
+    for k in range(400):
+        pair.net.at(pair.net.now + k * 0.001, lambda now: conn.send_events(bytes(conn.max_events_payload), 1, now))
+        pair.net.at(pair.net.now + k * 0.001, lambda now: client.send_events(bytes(client.max_events_payload), 1, now))
+    largest = [0]
+
+    def tap(what: str, src: object, dst: object, data: bytes, now: float) -> None:
+        largest[0] = max(largest[0], len(data))
+
+    pair.net.taps.append(tap)
+    assert pair.net.run(60.0, stop=lambda: not conn.unacked_messages and not client.unacked_messages)
+    assert largest[0] == 1200
+    assert pair.net.stats["mtu_drops"] == 0
