@@ -72,7 +72,7 @@ class Network:
         self._heap: List[Tuple[float, int, Address, Address, bytes]] = []
         self._order = itertools.count()
         self.taps: List[Tap] = []
-        self._actions: List[Tuple[float, int, Callable[[float], None]]] = []
+        self._actions: List[Tuple[float, int, Callable[[float], object]]] = []
         self.stats: Dict[str, int] = dict(sent=0, delivered=0, lost=0, queue_drops=0, mtu_drops=0, duplicated=0)
 
     def add(self, addr: Address, endpoint: Endpoint) -> None:
@@ -88,7 +88,7 @@ class Network:
             self._links[key] = _Link(replace(self.default))
         return self._links[key].spec
 
-    def at(self, t: float, action: Callable[[float], None]) -> None:
+    def at(self, t: float, action: Callable[[float], object]) -> None:
         """Call ``action(now)`` when the simulation reaches time ``t``."""
         heapq.heappush(self._actions, (t, next(self._order), action))
 
