@@ -1024,14 +1024,15 @@ class ClientConnection(Connection):
             self._count("bad_reset")
             return
         if self.state is not State.CLOSED:
-            self._terminate(CloseReason.RESET, "the server does not know this session (did it restart?)")
+            self._terminate(CloseReason.RESET, "the server does not know this session (restarted, or our address changed)")
 
 
 class ServerConnection(Connection):
     """The server's end of one client's connection; made by :class:`Server`.
 
     Attributes:
-        addr: the client's address, which datagrams_to_send() output goes to.
+        addr: the client's address, which datagrams_to_send() output goes to;
+            it never changes (see Server.receive_datagram).
     """
 
     def __init__(
@@ -1051,28 +1052,17 @@ class ServerConnection(Connection):
         self._set_peer(proof.hello.params)
         self._welcome = keys.server_proof
 
-    def _on_datagram(self, data: bytes, header: Header, addr: Address, now: float) -> None:
+    def _on_datagram(self, data: bytes, header: Header, now: float) -> None:
         self._now = max(self._now, now)
         try:
-            if addr != self.addr:
-                # Only a genuine packet newer than any seen may move the
-                # connection (NAT rebinding); replays and forgeries may not.
-                if (
-                    header.session != self.session
-                    or header.number <= self._received.largest
-                    or not verify(self._recv_key, data)
-                ):
-                    self._count("wrong_address")
-                    return
-                if self._on_data(data, header, now):
-                    self.addr = addr
-                    self._count("address_changed")
-                return
             self._on_data(data, header, now)
         except BadPacket as exc:
             self._count(exc.counter)
         except Exception as exc:  # a bug: end this connection, not the server
             self._internal_error(exc)
+
+    def _genuine(self, data: bytes) -> bool:
+        return bool(self._recv_key) and verify(self._recv_key, data)
 
     def _resend_welcome(self) -> None:
         if self.state is State.ESTABLISHED and self._keys is not None:
@@ -1116,9 +1106,18 @@ class Server:
             if header.type is PacketType.DATA:
                 conn = self.connections.get(header.session)
                 if conn is None:
-                    self._unknown_session(header.session, data, addr, now)
+                    self._count("unknown_session")
+                    self._reset(header.session, len(data), addr, now)
+                elif addr != conn.addr:
+                    # The connection does not move: sending its stream to an
+                    # address nobody validated would let anyone who saw one
+                    # packet redirect it (RFC 9000 §9 validates paths first).
+                    # A genuine client whose NAT rebound is told to reconnect.
+                    self._count("wrong_address")
+                    if conn._genuine(data):
+                        self._reset(header.session, len(data), addr, now)
                 else:
-                    conn._on_datagram(data, header, addr, now)
+                    conn._on_datagram(data, header, now)
             elif header.type is PacketType.HELLO:
                 self._on_hello(data, addr, now)
             elif header.type is PacketType.PROOF:
@@ -1265,10 +1264,6 @@ class Server:
             conn.rtt.update(age)  # challenge to proof: a round trip
         self.connections[c.session] = conn
         conn._establish(now)
-
-    def _unknown_session(self, session: int, data: bytes, addr: Address, now: float) -> None:
-        self._count("unknown_session")
-        self._reset(session, len(data), addr, now)
 
     def _reset(self, session: int, request_size: int, addr: Address, now: float) -> None:
         # Never larger than what caused it, and rate-limited: a spoofed

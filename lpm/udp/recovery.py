@@ -12,7 +12,10 @@ control (RFC 9002), trimmed to one packet-number space:
   acknowledged, or once it is older than 9/8 of the RTT when a later one is
   (§6.1).  The probe timeout (PTO, §6.2) fires when nothing is acknowledged
   for ``smoothed + max(4 var, 1 ms) + max_ack_delay``; it doubles each time it
-  fires in a row and resets on an acknowledgment.
+  fires in a row and resets on an acknowledgment.  The peer's max_ack_delay
+  is left out when the last packet asked for an immediate ACK (ACK_NOW, as
+  the IMMEDIATE_ACK of draft-ietf-quic-ack-frequency): the peer will not
+  delay it, and a small window that waits out 25 ms per round trip crawls.
 - Congestion control is NewReno (§7.3): slow start, then one packet more per
   round trip; a loss halves the window once per round trip.  One departure:
   a loss while the path shows no queue (``smoothed - min`` small) and the
@@ -20,9 +23,11 @@ control (RFC 9002), trimmed to one packet-number space:
   does not halve the window.  Halving on every random loss (a radio link, a
   lossy test link) would hold the window near ``1.2 / sqrt(loss)`` packets
   (the Mathis formula), about 4 at 10 % loss, however wide the path; the same
-  delay-based tell is what TCP Veno uses.  A queue that builds, a loss rate
-  over :data:`K_RANDOM_LOSS`, or a run of probe timeouts (persistent
-  congestion, §7.6) still shrink it.
+  delay-based tell is what TCP Veno uses.  A queue that builds (over
+  :data:`K_QUEUE_DELAY` and half the minimum RTT), a loss rate over
+  :data:`K_RANDOM_LOSS`, or a run of probe timeouts (persistent congestion,
+  §7.6) still shrink it; so a lossy path without queues is used fully up to
+  25 % loss, and a congested one is backed off from as NewReno would.
 
 Also here: the receiver's set of packet numbers seen (:class:`RangeSet`, what
 ACK frames are made from), a token bucket for the per-connection rate limit,

@@ -230,3 +230,17 @@ def test_a_client_retries_with_a_fresh_hello_when_its_proof_goes_unanswered() ->
     pair.connect()
     assert len(set(proofs)) == 2  # a second challenge, for a new session
     assert pair.client.conn.session == proofs[-1]
+
+
+def test_a_client_whose_address_changed_is_told_to_reconnect() -> None:
+    # A NAT rebinding: the connection does not follow an unvalidated address.
+    pair = Pair(16)
+    conn = pair.connect()
+    pair.net.remove(CLIENT)
+    moved = ("10.0.0.2", 5999)
+    pair.net.add(moved, pair.client)
+    assert pair.net.run(5.0, stop=lambda: pair.client.conn.is_closed)
+    assert closed(pair.client.events)[0].reason is CloseReason.RESET
+    assert pair.net.now < 2.5  # at its first keepalive
+    assert pair.server.server.counters == {"wrong_address": 1}
+    assert conn.addr == CLIENT
