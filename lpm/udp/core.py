@@ -36,7 +36,9 @@ Theory of operation.
 - Acknowledgments follow RFC 9000 §13.2: after every second ack-eliciting
   packet, within ``max_ack_delay``, or at once when a packet arrives out of
   order or asks for it (ACK_NOW, which a sender puts in a packet whose ACK it
-  will wait for: its window is full or it has nothing more to send).  Loss
+  will wait for: its window is full or it has nothing more to send); and the
+  newest ranges ride along in every packet sent, so the next packet, if only
+  a keepalive, makes good an ACK that was lost.  Loss
   detection, the PTO and the congestion window are :mod:`.recovery`'s; a
   token bucket caps the send rate.
 - Closing: a CLOSE frame; the closing end answers stragglers with CLOSE for
@@ -123,6 +125,7 @@ from .packet import (
 )
 from .recovery import (
     K_INITIAL_RTT,
+    K_MAX_PTO,
     K_TIME_THRESHOLD,
     EventsReceiver,
     EventsSender,
@@ -134,8 +137,10 @@ from .recovery import (
     TokenBucket,
 )
 
-#: Room kept in a full packet for a one-range ACK frame to ride along.
+#: Room kept in a full packet for a small ACK frame to ride along.
 K_ACK_RESERVE = 32
+#: Ranges in an ACK frame that only rides along (it fits K_ACK_RESERVE).
+K_COURTESY_RANGES = 2
 #: Probe packets sent when the PTO fires (RFC 9002 §6.2.4 allows two).
 K_PROBES = 2
 #: How many PTOs a closing or draining end lingers (RFC 9000 §10.2).
@@ -143,6 +148,10 @@ K_DRAIN_PTOS = 3
 #: Unanswered PROOFs before a client starts over with a new HELLO: the
 #: cookie it echoes may have expired (or the server restarted).
 K_PROOF_TRIES = 4
+#: The longest a client waits between handshake packets: backing off further
+#: would spend a lossy path's few chances before the handshake timeout, and a
+#: HELLO a second is no load on anyone.
+K_MAX_HANDSHAKE_RETRY = 1.0
 
 #: A peer's address as the shell's socket reports it (any hashable value).
 Address = Hashable
@@ -326,7 +335,10 @@ class Connection:
         self._keys: Optional[Keys] = None
         self.rtt = RttEstimator(config.initial_rtt)
         self.cc = NewReno(config.mtu)
-        self.recovery = Recovery(self.rtt, self.cc, config.max_ack_delay)
+        # Backed off no further than a third of the idle timeout, so a path
+        # that lost a run of probes gets more before the peer is given up
+        # (RFC 9000 §10.1 asks for an idle timeout of three PTOs at least).
+        self.recovery = Recovery(self.rtt, self.cc, config.max_ack_delay, min(K_MAX_PTO, config.idle_timeout / 3))
         self._bucket = TokenBucket(config.max_send_rate, config.send_burst)
         self._room = config.mtu - HEADER.size - TAG_SIZE
         self.frag_size = self._room - MESSAGE_HEAD.size - K_ACK_RESERVE
@@ -770,9 +782,15 @@ class Connection:
             return None
         parts: List[bytes] = []
         space = self._room
-        if self._ack_dirty and len(self._received):
+        if len(self._received) and (self._ack_dirty or work):
+            # An ACK is due, or rides along: every packet we send repeats the
+            # newest ranges (as many as fit the room kept for it), so a lost
+            # ACK is made good by the next packet, a keepalive included.
+            # Otherwise a sender whose ACKs were all lost waits out its probe
+            # timeouts, which double, while we have nothing new to ack.
+            limit = MAX_ACK_RANGES if self._ack_dirty else K_COURTESY_RANGES
             frame = encode_ack(
-                self._received.descending(MAX_ACK_RANGES), int((now - self._largest_received_time) * 1e6)
+                self._received.descending(limit), int((now - self._largest_received_time) * 1e6)
             )
             parts.append(frame)
             space -= len(frame)
@@ -919,7 +937,7 @@ class ClientConnection(Connection):
     def _start_phase(self, now: float) -> None:
         self._hs_send = True
         self._hs_sent = 0
-        self._hs_interval = self.rtt.pto(0.0)
+        self._hs_interval = min(self.rtt.pto(0.0), K_MAX_HANDSHAKE_RETRY)
         self._hs_resend_at = now + self._hs_interval
 
     def receive_datagram(self, data: bytes, now: float) -> None:
@@ -975,7 +993,7 @@ class ClientConnection(Connection):
                 self._say_hello(now)
                 return
             self._hs_send = True
-            self._hs_interval *= 2
+            self._hs_interval = min(2 * self._hs_interval, K_MAX_HANDSHAKE_RETRY)
             self._hs_resend_at = now + self._hs_interval
 
     def _on_challenge(self, data: bytes, now: float) -> None:

@@ -7,7 +7,9 @@ control (RFC 9002), trimmed to one packet-number space:
   lost *data* in a new packet (§2), so every acknowledgment names exactly one
   transmission and every RTT sample is unambiguous (no Karn's rule needed).
 - The RTT estimator keeps ``latest``, ``smoothed``, ``var`` and ``min`` as
-  §5.3 does, discounting the peer's reported ack delay.
+  §5.3 does, discounting the peer's reported ack delay.  An ACK that reports
+  holding the packet longer than the peer's max_ack_delay is a late repeat of
+  a lost one and gives no sample (it would measure the repeat, not the path).
 - A packet is lost once a packet sent :data:`K_PACKET_THRESHOLD` later is
   acknowledged, or once it is older than 9/8 of the RTT when a later one is
   (§6.1).  The probe timeout (PTO, §6.2) fires when nothing is acknowledged
@@ -238,8 +240,11 @@ class LossMeter:
 class Recovery:
     """Sent packets in flight, acknowledgments, loss detection and the PTO."""
 
-    def __init__(self, rtt: RttEstimator, cc: NewReno, peer_max_ack_delay: float) -> None:
+    def __init__(
+        self, rtt: RttEstimator, cc: NewReno, peer_max_ack_delay: float, max_pto: float = K_MAX_PTO
+    ) -> None:
         self.rtt = rtt
+        self.max_pto = max_pto
         self.cc = cc
         self.loss = LossMeter()
         self.peer_max_ack_delay = peer_max_ack_delay
@@ -270,7 +275,7 @@ class Recovery:
             return self.loss_time
         if not self.sent or self.last_eliciting is None:
             return None
-        return self.last_eliciting + min(self.pto_duration() * (1 << self.pto_count), K_MAX_PTO)
+        return self.last_eliciting + min(self.pto_duration() * (1 << min(self.pto_count, 30)), self.max_pto)
 
     def on_ack(self, ack: Ack, now: float) -> Tuple[List[SentPacket], List[SentPacket]]:
         """Process an ACK frame; the packets it newly acknowledges, and those
@@ -297,8 +302,12 @@ class Recovery:
         if not acked:
             return acked, []
         newest = max(acked, key=_number)
-        if newest.number == ack.largest:
-            self.rtt.update(now - newest.time_sent, ack.delay_us / 1e6, self.peer_max_ack_delay)
+        ack_delay = ack.delay_us / 1e6
+        # A sample only from a timely ACK: one held longer than the peer's
+        # max_ack_delay repeats an ACK that was lost, and would measure how
+        # late the repeat came instead of the path.
+        if newest.number == ack.largest and ack_delay <= self.peer_max_ack_delay + K_GRANULARITY:
+            self.rtt.update(now - newest.time_sent, ack_delay, self.peer_max_ack_delay)
         for pkt in acked:
             self.bytes_in_flight -= pkt.size
             self.cc.on_acked(pkt)

@@ -244,3 +244,21 @@ def test_a_client_whose_address_changed_is_told_to_reconnect() -> None:
     assert pair.net.now < 2.5  # at its first keepalive
     assert pair.server.server.counters == {"wrong_address": 1}
     assert conn.addr == CLIENT
+
+
+def test_hellos_back_off_to_one_a_second_until_the_handshake_timeout() -> None:
+    pair = Pair(17, client_config=Config(token=TOKEN, initial_rtt=0.1))
+    pair.net.remove(SERVER)
+    hellos: List[float] = []
+
+    def tap(what: str, src: object, dst: object, data: bytes, now: float) -> None:
+        if what == "sent":
+            assert decode_header(data).type is PacketType.HELLO
+            hellos.append(now)
+
+    pair.net.taps.append(tap)
+    assert pair.net.run(60.0, stop=lambda: pair.client.conn.is_closed)
+    gaps = [round(b - a, 6) for a, b in zip(hellos, hellos[1:])]
+    assert gaps[:3] == [0.3, 0.6, 1.0] and set(gaps[3:]) == {1.0}  # 3 x initial RTT, doubled, capped
+    assert pair.net.now == pytest.approx(10.0)
+    assert closed(pair.client.events)[0] == Closed(CloseReason.HANDSHAKE_TIMEOUT, "no answer from the server")

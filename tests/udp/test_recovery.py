@@ -170,6 +170,17 @@ def test_rtt_sampled_only_when_the_largest_is_newly_acked() -> None:
     assert rec.rtt.samples == 1
 
 
+def test_a_late_repeated_ack_is_no_rtt_sample() -> None:
+    # Its first copy was lost; it tells how late the repeat came, not the path.
+    rec = recovery()
+    send(rec, [0], 0.0)
+    rec.on_ack(ack((0, 0), delay_us=900_000), 0.902)
+    assert rec.rtt.samples == 0 and rec.bytes_in_flight == 0
+    send(rec, [1], 1.0)
+    rec.on_ack(ack((1, 1), delay_us=20_000), 1.03)
+    assert rec.rtt.samples == 1 and rec.rtt.latest == pytest.approx(0.03)
+
+
 def test_newreno_slow_start_then_congestion_avoidance() -> None:
     cc = NewReno(1200)
     start = cc.cwnd

@@ -154,5 +154,5 @@ def test_no_datagram_exceeds_the_mtu() -> None:
 
     pair.net.taps.append(tap)
     assert pair.net.run(60.0, stop=lambda: not conn.unacked_messages and not client.unacked_messages)
-    assert largest[0] == 1200
+    assert 1150 <= largest[0] <= 1200
     assert pair.net.stats["mtu_drops"] == 0
