@@ -21,9 +21,13 @@ from lpm.udp.packet import (
     PacketType,
     data_header,
     decode_header,
+    encode_ack,
+    encode_events,
     encode_hello,
+    encode_mark,
     encode_message,
     encode_proof,
+    encode_welcome,
     seal,
 )
 
@@ -188,4 +192,54 @@ def test_proofs_and_hellos_from_strangers(seed: int) -> None:
     a_client.connect(net.now)
     for datagram in a_client.datagrams_to_send(net.now):
         assert decode_header(datagram).type is PacketType.HELLO
+    scene.finish()
+
+
+def random_frames(rng: random.Random, largest_sent: int) -> bytes:
+    """Well-formed frames with fields a peer could lie about (no CLOSE)."""
+    frames = []
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.randrange(7)
+        if kind == 0:
+            top = rng.choice([largest_sent, rng.randrange(max(1, largest_sent + 2)), rng.getrandbits(40)])
+            ranges = []
+            high = top
+            for _ in range(rng.randint(1, 4)):
+                low = max(0, high - rng.randrange(5))
+                ranges.append((low, high))
+                high = low - 2 - rng.randrange(3)
+                if high < 0:
+                    break
+            frames.append(encode_ack(ranges, rng.getrandbits(32)))
+        elif kind == 1:
+            total = rng.choice([0, 10, 5000, rng.getrandbits(32)])
+            offset = rng.randrange(total + 1) if total < 1 << 20 else 0
+            length = min(rng.randrange(1100), total - offset) if total < 1 << 20 else rng.randrange(1100)
+            frames.append(encode_message(rng.randrange(2), rng.randrange(2000), total, offset, bytes(length)))
+        elif kind == 2:
+            items = rng.randrange(50)
+            frames.append(encode_events(rng.randrange(3000), items + rng.randrange(10**6), items, bytes(rng.randrange(200))))
+        elif kind == 3:
+            frames.append(encode_mark(rng.randrange(3000), rng.randrange(10**7)))
+        elif kind == 4:
+            frames.append(encode_welcome(rng.randbytes(32)))
+        else:
+            frames.append(bytes([rng.choice([1, 8])]))
+    return b"".join(frames)
+
+
+def test_authenticated_lies_in_every_frame_hurt_only_the_liar() -> None:
+    scene = Scene(33)
+    net, server = scene.pair.net, scene.server
+    rng = random.Random(33)
+    a = scene.a.conn
+    a_side = server.connections[a.session]
+    for _ in range(3000):
+        server.receive_datagram(forge(a, random_frames(rng, a_side.recovery.largest_sent)), CLIENT, net.now)
+        a.receive_datagram(forge(a_side, random_frames(rng, a.recovery.largest_sent)), net.now)
+        server.datagrams_to_send(net.now)
+        a.datagrams_to_send(net.now)
+    for conn in (a, a_side):
+        assert "internal_error" not in conn.counters
+        assert conn.counters  # the lies were noticed
     scene.finish()
