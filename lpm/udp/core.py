@@ -430,11 +430,15 @@ class Connection:
         state = self.state
         if state is State.ESTABLISHED:
             out: List[bytes] = []
-            while True:
-                datagram = self._build_packet(now)
-                if datagram is None:
-                    return out
-                out.append(datagram)
+            try:
+                while True:
+                    datagram = self._build_packet(now)
+                    if datagram is None:
+                        return out
+                    out.append(datagram)
+            except Exception as exc:  # a bug: end this connection, not the caller
+                self._internal_error(exc)
+                return out
         if state is State.CLOSING and self._close_pending:
             self._close_pending = False
             return [self._seal([self._close_frame])]

@@ -331,19 +331,21 @@ def decode_proof(data: bytes) -> Proof:
 def encode_ack(ranges: List[Tuple[int, int]], delay_us: int) -> bytes:
     """An ACK frame for inclusive ``(low, high)`` ranges, highest first.
 
-    At most :data:`MAX_ACK_RANGES` of them are sent.
+    At most :data:`MAX_ACK_RANGES` of them are sent, and none past a gap or
+    length that a u32 cannot hold (a peer may jump its packet numbers).
     """
-    ranges = ranges[:MAX_ACK_RANGES]
     low, high = ranges[0]
-    parts = [ACK_HEAD.pack(FrameType.ACK, high, min(delay_us, MAX_U32), len(ranges) - 1, high - low)]
-    for lo, hi in ranges[1:]:
-        parts.append(ACK_RANGE.pack(low - hi - 2, hi - lo))
+    low = max(low, high - MAX_U32)
+    parts = [b""]
+    for lo, hi in ranges[1:MAX_ACK_RANGES]:
+        gap, length = low - hi - 2, hi - lo
+        if gap > MAX_U32 or length > MAX_U32:
+            break
+        parts.append(ACK_RANGE.pack(gap, length))
         low = lo
+    first_low = max(ranges[0][0], high - MAX_U32)
+    parts[0] = ACK_HEAD.pack(FrameType.ACK, high, min(delay_us, MAX_U32), len(parts) - 1, high - first_low)
     return b"".join(parts)
-
-
-def ack_size(nranges: int) -> int:
-    return ACK_HEAD.size + ACK_RANGE.size * (min(nranges, MAX_ACK_RANGES) - 1)
 
 
 def encode_message(channel: int, msg_id: int, total: int, offset: int, data: bytes) -> bytes:

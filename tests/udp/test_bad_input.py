@@ -37,10 +37,10 @@ VICTIM = ("10.0.0.3", 6000)  # a well-behaved client sharing the server
 ATTACKER = ("10.6.6.6", 6666)
 
 
-def forge(conn: Connection, frames: bytes, session: Optional[int] = None) -> bytes:
+def forge(conn: Connection, frames: bytes, session: Optional[int] = None, pn: Optional[int] = None) -> bytes:
     """A genuine-looking packet from ``conn``'s end (tests hold its keys)."""
-    pn = conn._next_pn
-    conn._next_pn += 1
+    pn = conn._next_pn if pn is None else pn
+    conn._next_pn = pn + 1
     conn.recovery.largest_sent = pn
     return seal(conn._send_key, data_header(conn.session if session is None else session, pn) + frames)
 
@@ -234,6 +234,9 @@ def test_authenticated_lies_in_every_frame_hurt_only_the_liar() -> None:
     rng = random.Random(33)
     a = scene.a.conn
     a_side = server.connections[a.session]
+    # Packet numbers that jump past what any field of an ACK can span.
+    server.receive_datagram(forge(a, b"\x01", pn=a._next_pn + (1 << 40)), CLIENT, net.now)
+    a.receive_datagram(forge(a_side, b"\x01", pn=a_side._next_pn + (1 << 40)), net.now)
     for _ in range(3000):
         server.receive_datagram(forge(a, random_frames(rng, a_side.recovery.largest_sent)), CLIENT, net.now)
         a.receive_datagram(forge(a_side, random_frames(rng, a.recovery.largest_sent)), net.now)

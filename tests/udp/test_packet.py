@@ -109,6 +109,14 @@ def test_ack_ranges_follow_rfc_9000_gaps() -> None:
     assert decode_frames(frame, 0, len(frame)) == [Ack(12, 0, ((10, 12), (0, 8)))]
 
 
+def test_ack_ranges_beyond_a_u32_are_left_out() -> None:
+    # A peer may jump its packet numbers; the ACK still encodes.
+    frame = encode_ack([(1 << 40, 1 << 40), (5, 9), (0, 3)], 1 << 40)
+    assert decode_frames(frame, 0, len(frame)) == [Ack(1 << 40, 0xFFFFFFFF, ((1 << 40, 1 << 40),))]
+    frame = encode_ack([(0, 1 << 33)], 0)
+    assert decode_frames(frame, 0, len(frame)) == [Ack(1 << 33, 0, (((1 << 33) - 0xFFFFFFFF, 1 << 33),))]
+
+
 def test_handshake_packets_round_trip() -> None:
     hello = encode_hello(HELLO)
     assert len(hello) == MIN_HELLO_SIZE
