@@ -334,18 +334,17 @@ def encode_ack(ranges: List[Tuple[int, int]], delay_us: int) -> bytes:
     At most :data:`MAX_ACK_RANGES` of them are sent, and none past a gap or
     length that a u32 cannot hold (a peer may jump its packet numbers).
     """
-    low, high = ranges[0]
-    low = max(low, high - MAX_U32)
-    parts = [b""]
+    high = ranges[0][1]
+    first_low = low = max(ranges[0][0], high - MAX_U32)
+    tail = []
     for lo, hi in ranges[1:MAX_ACK_RANGES]:
         gap, length = low - hi - 2, hi - lo
         if gap > MAX_U32 or length > MAX_U32:
             break
-        parts.append(ACK_RANGE.pack(gap, length))
+        tail.append(ACK_RANGE.pack(gap, length))
         low = lo
-    first_low = max(ranges[0][0], high - MAX_U32)
-    parts[0] = ACK_HEAD.pack(FrameType.ACK, high, min(delay_us, MAX_U32), len(parts) - 1, high - first_low)
-    return b"".join(parts)
+    head = ACK_HEAD.pack(FrameType.ACK, high, min(delay_us, MAX_U32), len(tail), high - first_low)
+    return head + b"".join(tail)
 
 
 def encode_message(channel: int, msg_id: int, total: int, offset: int, data: bytes) -> bytes:
