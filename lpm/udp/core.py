@@ -1148,6 +1148,8 @@ class Server:
                 self._count("unexpected_packet")
         except BadPacket as exc:
             self._count(exc.counter)
+        except Exception:  # a bug; the shell and the other clients go on
+            self._count("internal_error")
 
     def datagrams_to_send(self, now: float) -> List[Tuple[bytes, Address]]:
         """Every datagram due now, with where it goes."""

@@ -343,7 +343,7 @@ def encode_ack(ranges: List[Tuple[int, int]], delay_us: int) -> bytes:
             break
         tail.append(ACK_RANGE.pack(gap, length))
         low = lo
-    head = ACK_HEAD.pack(FrameType.ACK, high, min(delay_us, MAX_U32), len(tail), high - first_low)
+    head = ACK_HEAD.pack(FrameType.ACK, high, min(max(delay_us, 0), MAX_U32), len(tail), high - first_low)
     return head + b"".join(tail)
 
 
