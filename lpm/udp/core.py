@@ -454,7 +454,7 @@ class Connection:
                 self._ack_at,
                 self.recovery.deadline(),
                 self._send_deadline(),
-                self.events_in.deadline(self._reorder_delay()),
+                None if self.events_in.gap_since is None else self.events_in.deadline(self._reorder_delay()),
                 self._receivers[0].deadline(),
                 self._receivers[1].deadline(),
             ):

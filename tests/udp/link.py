@@ -135,7 +135,13 @@ class Network:
             self._flush()
             if stop is not None and stop():
                 return True
-            t = self._next_time()
+            deadlines = [(endpoint, endpoint.next_deadline()) for endpoint in self.endpoints.values()]
+            t = self._heap[0][0] if self._heap else None
+            if self._actions and (t is None or self._actions[0][0] < t):
+                t = self._actions[0][0]
+            for _, d in deadlines:
+                if d is not None and (t is None or d < t):
+                    t = d
             if t is None or t > until:
                 self.now = max(self.now, until)
                 return False
@@ -159,25 +165,16 @@ class Network:
                 self.stats["delivered"] += 1
                 self._tap("delivered", src, dst, data)
                 endpoint.receive_datagram(data, src, t)
-            for endpoint in list(self.endpoints.values()):
-                d = endpoint.next_deadline()
-                if d is not None and d <= t:
+            # Deadlines as they stood before the deliveries: one that a
+            # delivery brought forward fires at the next turn, at this same t.
+            for endpoint, d in deadlines:
+                if d is not None and d <= t and endpoint in self.endpoints.values():
                     endpoint.on_timer(t)
 
     def _flush(self) -> None:
         for addr, endpoint in list(self.endpoints.items()):
             for data, dst in endpoint.datagrams_to_send(self.now):
                 self.send(addr, dst, data)
-
-    def _next_time(self) -> Optional[float]:
-        t = self._heap[0][0] if self._heap else None
-        if self._actions and (t is None or self._actions[0][0] < t):
-            t = self._actions[0][0]
-        for endpoint in self.endpoints.values():
-            d = endpoint.next_deadline()
-            if d is not None and (t is None or d < t):
-                t = d
-        return t
 
     def _tap(self, what: str, src: Address, dst: Address, data: bytes) -> None:
         for tap in self.taps:
