@@ -7,7 +7,9 @@
     python -m lpm client record out.eventlog --source 2
     python -m lpm client pause 2 | resume 2 | rate 2 200
 
-Every subcommand takes --server HOST:PORT (default 127.0.0.1:8242).
+Every subcommand takes --server HOST:PORT (default 127.0.0.1:8242), or
+--udp HOST:PORT to speak lpm's reliable UDP transport to a server started
+with --udp (events lost on the way are counted and reported, not repaired).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ HELP = "talk to a running lpm server: sources, state, show, record, pause, resum
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", type=_address, default=("127.0.0.1", 8242), metavar="HOST:PORT",
                         help="the server (default 127.0.0.1:8242)")
+    parser.add_argument("--udp", type=_address, metavar="HOST:PORT",
+                        help="talk to the server's --udp listener over lpm's UDP transport instead of TCP")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds to wait for the server (default 10)")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("sources", help="list the sources the server watches")
@@ -78,13 +82,29 @@ def run(args: argparse.Namespace) -> int:
     return _record(args)
 
 
+def _new_client(args: argparse.Namespace, **options: Any) -> Client:
+    """A client of --server, or of --udp over UDP, not started."""
+    address = args.udp or args.server
+    return Client(address, transport="udp" if args.udp else "tcp", connect_timeout=args.timeout, **options)
+
+
 def _connected(args: argparse.Namespace, **options: Any) -> Client:
     """A started client, connected within --timeout (else a CommandError)."""
-    client = Client(args.server, connect_timeout=args.timeout, **options).start()
+    client = _new_client(args, **options).start()
     if not client.connected.wait(args.timeout):
         client.close()
-        raise CommandError(f"cannot reach the server at {args.server[0]}:{args.server[1]}")
+        where = f"UDP {args.udp[0]}:{args.udp[1]}" if args.udp else f"{args.server[0]}:{args.server[1]}"
+        raise CommandError(f"cannot reach the server at {where}")
     return client
+
+
+def _lost(message: Dict[str, Any]) -> Optional[str]:
+    """The text of a notice of loss, or None."""
+    if message.get("notice") == "dropped":
+        return f"{message['events']} events of source {message['source']} dropped by the server (this client is slow)"
+    if message.get("notice") == "lost":
+        return f"{message['events']} events lost on the way (UDP)"
+    return None
 
 
 def _service(args: argparse.Namespace) -> int:
@@ -165,17 +185,17 @@ def _show(args: argparse.Namespace) -> int:
             done.set()
 
     def on_service(message: Dict[str, Any]) -> None:
-        if message.get("notice") == "dropped":
-            print(f"lpm client: {message['events']} events of source {message['source']} dropped (this client is slow)",
-                  file=sys.stderr)
+        lost = _lost(message)
+        if lost is not None:
+            print(f"lpm client: {lost}", file=sys.stderr)
         elif message.get("type") == "error":
             print(f"lpm client: the server says: {message.get('error')}", file=sys.stderr)
 
     subscribe: Dict[str, Any] = {"sources": args.source or "all"}
     if args.classes:
         subscribe["classes"] = [c.strip() for c in args.classes.split(",") if c.strip()]
-    client = Client(args.server, on_event=on_event, on_service=on_service, subscribe=subscribe,
-                    on_exit=lambda err: done.set(), connect_timeout=args.timeout).start()
+    client = _new_client(args, on_event=on_event, on_service=on_service, subscribe=subscribe,
+                         on_exit=lambda err: done.set()).start()
     try:
         while not done.wait(0.2):
             sys.stdout.flush()
@@ -212,11 +232,10 @@ def _record(args: argparse.Namespace) -> int:
     def on_service(message: Dict[str, Any]) -> None:
         if message.get("notice") == "source-gone" and message.get("source") == args.source:
             gone.set()
-        elif message.get("notice") == "dropped":
-            print(f"\nlpm client: {message['events']} events dropped by the server (this client is slow)", file=sys.stderr)
+        elif _lost(message) is not None:
+            print(f"\nlpm client: {_lost(message)}", file=sys.stderr)
 
-    client = Client(args.server, on_raw=on_raw, on_service=on_service, subscribe={"sources": [args.source]},
-                    connect_timeout=args.timeout).start()
+    client = _new_client(args, on_raw=on_raw, on_service=on_service, subscribe={"sources": [args.source]}).start()
     last = 0.0
     try:
         while not (args.until_gone and gone.is_set()):

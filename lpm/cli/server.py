@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="TCP address for clients (default 127.0.0.1:8242; port 0 picks a free one)",
     )
+    parser.add_argument(
+        "--udp",
+        type=_address,
+        metavar="HOST:PORT",
+        help="also serve clients over lpm's reliable UDP transport here (lpm client --udp HOST:PORT)",
+    )
     parser.add_argument("--dir", dest="directory", metavar="DIR", help="lpm directory to watch for programs (default: $LPM_DIR, ...)")
     parser.add_argument("--no-discover", action="store_true", help="do not watch the lpm directory; serve only the sources named")
     parser.add_argument("--fifo", action="append", default=[], metavar="PATH", help="a FIFO a program writes its eventlog into (repeatable)")
@@ -81,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         replays=args.replay,
         speed=args.speed,
         record=args.record,
+        udp=args.udp,
         limits=HubLimits(
             queue_bytes=args.queue,
             max_clients=args.max_clients,
@@ -92,12 +99,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         server.open()
     except OSError as err:
-        raise CommandError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+        where = f"{host}:{port}" + (f" and UDP {args.udp[0]}:{args.udp[1]}" if args.udp else "")
+        raise CommandError(f"cannot listen on {where}: {err.strerror or err}") from None
     if not host.startswith("127.") and host not in ("localhost", "::1"):
         logging.getLogger("lpm.server").warning(
             "listening on %s, not loopback: anyone who can reach it can read these programs' streams", host
         )
-    print(f"lpm server: listening on {server.address[0]}:{server.address[1]}", flush=True)
+    udp = f", UDP {server.udp.address[0]}:{server.udp.address[1]}" if server.udp is not None else ""
+    print(f"lpm server: listening on {server.address[0]}:{server.address[1]}{udp}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:
         server.serve()

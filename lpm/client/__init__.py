@@ -17,6 +17,12 @@ When the connection drops, the client reconnects with backoff and
 subscribes again, so it resumes with a fresh header and snapshot; requests
 in flight fail with :class:`ConnectionError`.  From asyncio, ``await
 client.acall(...)`` does not block the loop.
+
+``transport="udp"`` speaks lpm's reliable UDP transport to a server's
+``--udp`` listener instead (:mod:`lpm.client.udp`): the same callbacks and
+requests; events lost on the way are not repaired but counted
+(:attr:`Client.events_lost`) and reported to ``on_service`` as ``lost``
+notices.
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ import socket
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .. import udp
 from ..errors import LpmError, ProtocolError
 from ..eventlog.events import Event
 from ..eventlog.reader import Header
 from .model import Snapshot
 from ..protocol.frames import Kind
 from .protocol import ClientProtocol, EventMessage, HeaderMessage, Message, RawMessage, ServiceMessage, StateMessage
+from .udp import UdpLink
 
 __all__ = ["Client", "ServiceError", "Snapshot"]
 
@@ -77,7 +85,11 @@ class Client:
         backoff: Tuple[float, float, float] = (0.1, 2.0, 5.0),
         connect_timeout: float = 5.0,
         loop: Optional[asyncio.AbstractEventLoop] = None,
+        transport: str = "tcp",
+        udp_config: Optional[udp.Config] = None,
     ) -> None:
+        if transport not in ("tcp", "udp"):
+            raise ValueError(f"transport {transport!r} is not tcp or udp")
         self.address = address
         self.on_header = on_header
         self.on_event = on_event
@@ -92,7 +104,16 @@ class Client:
         self.loop = loop
         self.connected = threading.Event()
         self.connections = 0
+        self.transport = transport
+        self.udp_config = udp_config
+        #: Over UDP: events that arrived, and that the transport reported
+        #: lost, in all connections (the server's count of events sent to
+        #: this client is their sum: the "client" request).
+        self.events_received = 0
+        self.events_lost = 0
         self._sock: Optional[socket.socket] = None
+        self._link: Optional[UdpLink] = None
+        self._server_id: Optional[int] = None
         self._protocol = ClientProtocol()
         self._send_lock = threading.Lock()
         self._pending: Dict[int, _Pending] = {}
@@ -110,6 +131,9 @@ class Client:
     def close(self) -> None:
         """Stop for good; on_exit(None) follows."""
         self._closing.set()
+        link = self._link
+        if link is not None:
+            link.close()
         sock = self._sock
         if sock is not None:
             try:
@@ -171,11 +195,21 @@ class Client:
     # -- the connection ------------------------------------------------------------
 
     def _connect(self) -> None:
+        if self.transport == "udp":
+            link = UdpLink(self.address, self.udp_config, last_server_id=self._server_id)
+            link.connect(self.connect_timeout)
+            self._server_id = link.server_id
+            self._link = link
+            self._connected()
+            return
         sock = socket.create_connection(self.address, timeout=self.connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(None)
-        self._protocol = ClientProtocol(raw=self.on_raw is not None)
         self._sock = sock
+        self._connected()
+
+    def _connected(self) -> None:
+        self._protocol = ClientProtocol(raw=self.on_raw is not None)
         self.connections += 1
         self.connected.set()
         if self.subscription is not None:
@@ -183,6 +217,10 @@ class Client:
             self._send(data)
 
     def _send(self, data: bytes) -> None:
+        link = self._link
+        if link is not None:
+            link.send(data)
+            return
         sock = self._sock
         if sock is None:
             raise ConnectionError("not connected")
@@ -190,6 +228,20 @@ class Client:
             sock.sendall(data)
 
     def _receive(self) -> None:
+        link = self._link
+        if link is not None:
+            counted = 0
+            while not self._closing.is_set():
+                frames, lost = link.poll(0.2)
+                self.events_received += link.events_received - counted
+                counted = link.events_received
+                if lost:
+                    self.events_lost += lost
+                    self._dispatch(self.on_service, {"type": "notice", "notice": "lost", "transport": "udp",
+                                                     "events": lost})
+                for frame in frames:
+                    self._deliver(self._protocol.feed(frame))
+            return
         sock = self._sock
         assert sock is not None
         while not self._closing.is_set():
@@ -203,6 +255,9 @@ class Client:
 
     def _disconnect(self, error: Optional[BaseException]) -> None:
         self.connected.clear()
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()

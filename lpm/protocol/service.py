@@ -14,7 +14,9 @@ Every request gets exactly one reply or error with its ``id``.  Requests
 ``unsubscribe``; ``state`` (``source``); ``pause``, ``resume`` (``source``);
 ``rate`` (``source``, ``hz``); ``resend`` (``source``: its leech starts a new
 generation, declaring its code objects again, which a client that joined
-mid-stream needs to name its stack samples).  Notices the server sends unasked:
+mid-stream needs to name its stack samples); ``client`` (what the server sent
+this connection: events forwarded and dropped, and over UDP the items its
+events channel offered).  Notices the server sends unasked:
 ``dropped`` (a slow client lost events), ``source-added``, ``source-gone``.
 """
 
@@ -36,6 +38,7 @@ OPS: Dict[str, tuple[str, ...]] = {
     "resume": ("source",),
     "rate": ("source", "hz"),
     "resend": ("source",),
+    "client": (),
 }
 
 #: Event classes a subscription can name, by the type ids they hold.

@@ -71,6 +71,8 @@ class Client:
         self.dropped: Dict[int, int] = {}  #: events dropped since the last notice, by source
         self.dropped_total = 0
         self.sent_events = 0
+        #: Counters the shell's transport keeps (UDP: events channel items), for the "client" op.
+        self.transport: Dict[str, int] = {}
         self.close_reason: Optional[str] = None  #: set: write what is queued, then close
 
 
@@ -268,6 +270,10 @@ class Hub:
             client.subs.clear()
             client.all_sources = False
             return {"sources": []}, []
+        if op == "client":
+            counts = {"id": client.id, "peer": client.peer, "events_sent": client.sent_events,
+                      "events_dropped": client.dropped_total}
+            return {**counts, **client.transport}, []
         source = self._source_arg(request)
         if op == "state":
             return {"source": source.id}, [source]

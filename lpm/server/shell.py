@@ -32,13 +32,15 @@ import socket
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import BinaryIO, Dict, List, Optional
+from typing import BinaryIO, Dict, List, Optional, Tuple
 
 from ..eventlog import format as fmt
 from ..eventlog.reader import NEED_DATA, DataEnd, EndOfStream, EventLogReader, Header, RawEvent
+from .. import udp as udp_core
 from ..leech import paths
 from .hub import Client, Hub, HubLimits
 from .source import FIFO, FILE, LEECH, REPLAY, Chunk, Source, header_bytes
+from .udp import UdpListener
 
 log = logging.getLogger("lpm.server")
 
@@ -63,6 +65,8 @@ class ServerConfig:
     speed: float = 1.0  #: replay pace; 0: as fast as possible
     record: Optional[str] = None  #: directory to record every source into
     limits: HubLimits = field(default_factory=HubLimits)
+    udp: Optional[Tuple[str, int]] = None  #: also serve clients over the UDP transport here
+    udp_config: Optional[udp_core.Config] = None
 
 
 class _Input:
@@ -139,6 +143,7 @@ class Server:
         self._mark: Optional[str] = None  # the SERVER_MARK file this server wrote
         self._next_poll = 0.0
         self._stop = False
+        self.udp: Optional[UdpListener] = None
 
     # -- life -------------------------------------------------------------------
 
@@ -153,6 +158,10 @@ class Server:
         self.address = sock.getsockname()[:2]
         self.selector.register(sock, selectors.EVENT_READ, ("listen", None))
         log.info("listening on %s:%d", self.address[0], self.address[1])
+        if self.config.udp is not None:
+            self.udp = UdpListener(self.hub, *self.config.udp, config=self.config.udp_config)
+            self.selector.register(self.udp.sock, selectors.EVENT_READ, ("udp", None))
+            log.info("listening on UDP %s:%d", *self.udp.address)
         if self.config.record:
             os.makedirs(self.config.record, exist_ok=True)
         for path in self.config.fifos:
@@ -182,6 +191,9 @@ class Server:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+        if self.udp is not None:
+            self.udp.close(time.monotonic())
+            self.udp = None
         self.selector.close()
         if self._mark is not None:
             try:
@@ -203,10 +215,17 @@ class Server:
             self._next_scan = now + SCAN_INTERVAL
             self._scan()
         busy = self._poll_waiting(now) | self._replay(now)
+        if self.udp is not None:
+            deadline = self.udp.deadline()
+            if deadline is not None:
+                timeout = max(0.0, min(timeout, deadline - now))
         for key, mask in self.selector.select(0 if busy else timeout):
             what, ref = key.data
             if what == "listen":
                 self._accept()
+            elif what == "udp":
+                assert self.udp is not None
+                self.udp.read(time.monotonic())
             elif what == "client":
                 client = self.hub.clients.get(ref)
                 if client is None:
@@ -220,6 +239,8 @@ class Server:
                 if inp is not None:
                     self._read_some(inp)
         self._flush_clients()
+        if self.udp is not None:
+            self.udp.pump(time.monotonic())
 
     # -- sources ------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import socket
 import subprocess
@@ -21,7 +22,7 @@ PATIENCE = 60.0
 PROGRAMS = Path(__file__).resolve().parent.parent / "leech" / "programs"
 
 
-def start_server(tmp: Path, *extra: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
+def _launch(tmp: Path, extra: tuple[str, ...]) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "lpm", "-v", "server", "--listen", "127.0.0.1:0", *extra],
         stdout=subprocess.PIPE,
@@ -31,8 +32,24 @@ def start_server(tmp: Path, *extra: str) -> tuple[subprocess.Popen[str], tuple[s
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert "listening on" in line, f"server said {line!r}; log: {(tmp / 'server.log').read_text()}"
-    host, port = line.rsplit(" ", 1)[1].strip().rsplit(":", 1)
-    return proc, (host, int(port))
+    return proc, line
+
+
+def _address_in(line: str, before: str) -> tuple[str, int]:
+    found = re.search(before + r" ([^\s,]+):(\d+)", line)
+    assert found is not None, f"no address after {before!r} in {line!r}"
+    return found.group(1), int(found.group(2))
+
+
+def start_server(tmp: Path, *extra: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
+    proc, line = _launch(tmp, extra)
+    return proc, _address_in(line, "listening on")
+
+
+def start_udp_server(tmp: Path, *extra: str) -> tuple[subprocess.Popen[str], tuple[str, int], tuple[str, int]]:
+    """A server with a UDP listener too: (process, TCP address, UDP address)."""
+    proc, line = _launch(tmp, ("--udp", "127.0.0.1:0", *extra))
+    return proc, _address_in(line, "listening on"), _address_in(line, "UDP")
 
 
 def python_program(tmp: Path, lpm_dir: Path, name: str, *args: str) -> subprocess.Popen[bytes]:
