@@ -20,12 +20,25 @@ import argparse
 import logging
 import signal
 
+from .. import udp
 from ..errors import CommandError
 from ..server.hub import HubLimits
 from ..server.shell import Server, ServerConfig
 from ..server.state import Limits
 
 HELP = "watch programs and serve their live state and streams to clients over TCP"
+
+
+def read_token(path: str) -> bytes:
+    """The token in a file: its first line, which must not be empty."""
+    try:
+        with open(path, "rb") as f:
+            token = f.readline().strip()
+    except OSError as err:
+        raise CommandError(f"cannot read the token file {path}: {err.strerror or err}") from None
+    if not token:
+        raise CommandError(f"the token file {path} is empty: put a secret on its first line")
+    return token
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -55,6 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_address,
         metavar="HOST:PORT",
         help="also serve clients over lpm's reliable UDP transport here (lpm client --udp HOST:PORT)",
+    )
+    parser.add_argument(
+        "--udp-token-file",
+        metavar="FILE",
+        help="a shared secret (the file's first line) that UDP clients must prove they hold; "
+        "every UDP packet is then authenticated with it",
     )
     parser.add_argument("--dir", dest="directory", metavar="DIR", help="lpm directory to watch for programs (default: $LPM_DIR, ...)")
     parser.add_argument("--no-discover", action="store_true", help="do not watch the lpm directory; serve only the sources named")
@@ -88,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         speed=args.speed,
         record=args.record,
         udp=args.udp,
+        udp_config=udp.Config(token=read_token(args.udp_token_file)) if args.udp_token_file else None,
         limits=HubLimits(
             queue_bytes=args.queue,
             max_clients=args.max_clients,
@@ -105,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("lpm.server").warning(
             "listening on %s, not loopback: anyone who can reach it can read these programs' streams", host
         )
-    udp = f", UDP {server.udp.address[0]}:{server.udp.address[1]}" if server.udp is not None else ""
-    print(f"lpm server: listening on {server.address[0]}:{server.address[1]}{udp}", flush=True)
+    udp_note = f", UDP {server.udp.address[0]}:{server.udp.address[1]}" if server.udp is not None else ""
+    print(f"lpm server: listening on {server.address[0]}:{server.address[1]}{udp_note}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:
         server.serve()

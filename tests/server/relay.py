@@ -30,6 +30,8 @@ class LossyRelay(threading.Thread):
         self.address: Address = self.sock.getsockname()
         self.client: Optional[Address] = None
         self.passed = self.dropped = self.duplicated = self.reordered = 0
+        #: Every datagram the client sent, as it came (for replays).
+        self.from_client: List[bytes] = []
         self._held: List[Tuple[float, bytes, Address]] = []
         self._halt = threading.Event()
 
@@ -52,6 +54,7 @@ class LossyRelay(threading.Thread):
                 else:
                     self.client = source
                     target = self.server
+                    self.from_client.append(data)
                 if target is not None:
                     self._route(data, target, now)
             due = [h for h in self._held if h[0] <= now]

@@ -3,6 +3,8 @@ through a relay that loses, duplicates and reorders datagrams."""
 
 from __future__ import annotations
 
+import random
+import socket
 import subprocess
 import sys
 import threading
@@ -10,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
+from lpm import udp
 from lpm.client import Client, Snapshot
 from lpm.eventlog import events as ev
 from lpm.eventlog.events import Event
@@ -126,3 +129,68 @@ def test_every_client_subcommand_works_over_udp(tmp_path: Path, checker: Callabl
         _stop(server)
         if program.poll() is None:
             program.kill()
+
+
+def test_hostile_datagrams_and_a_wrong_token_leave_a_good_udp_client_alone(tmp_path: Path) -> None:
+    lpm_dir = tmp_path / "lpm"
+    lpm_dir.mkdir(mode=0o700)
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    server, _, udp_address = start_udp_server(tmp_path, "--dir", str(lpm_dir), "--udp-token-file", str(token))
+    relay = LossyRelay(udp_address, loss=0.0, duplicate=0.0, reorder=0.0)
+    relay.start()
+    until = tmp_path / "stop"
+    program = python_program(tmp_path, lpm_dir, "steady.py", str(until))
+    markers: List[int] = []
+    gone = threading.Event()
+
+    def on_event(source: int, e: Event) -> None:
+        if isinstance(e, ev.UserMarker):
+            markers.append(int(e.marker.split()[1]))
+
+    def on_service(message: Dict[str, Any]) -> None:
+        if message.get("notice") == "source-gone":
+            gone.set()
+
+    good = Client(relay.address, transport="udp", udp_config=udp.Config(token=b"s3cret"), subscribe={"sources": "all"},
+                  on_event=on_event, on_service=on_service, connect_timeout=PATIENCE).start()
+    wrong = Client(udp_address, transport="udp", udp_config=udp.Config(token=b"guess"), reconnect=False,
+                   connect_timeout=3.0).start()
+    hostile = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        wait_for(lambda: len(markers) > 100, "markers for the good client")
+        rng = random.Random(5)
+        sent = 0
+        for _ in range(2000):  # noise
+            hostile.sendto(bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 1400))), udp_address)
+            sent += 1
+        for data in list(relay.from_client):
+            forged = bytearray(data)
+            forged[rng.randrange(len(forged))] ^= 0xFF  # one byte changed: session id, number, frames or tag
+            for sock in (hostile, relay.sock):  # from elsewhere, and from the good client's own address
+                sock.sendto(data, udp_address)  # a replay
+                sock.sendto(bytes(forged), udp_address)
+                sent += 2
+        before = len(markers)
+        wait_for(lambda: len(markers) > before + 200, "markers after the attack")
+        assert not wrong.connected.is_set(), "a client with the wrong token is never connected"
+        until.touch()
+        assert program.wait(PATIENCE) == 0
+        assert gone.wait(PATIENCE)
+        time.sleep(1.0)
+        counts = good.call("client", PATIENCE)
+    finally:
+        hostile.close()
+        good.close()
+        wrong.close()
+        relay.stop()
+        _stop(server)
+        if program.poll() is None:
+            program.kill()
+    assert good.connections == 1, "the good client never lost its connection"
+    assert good.events_received + good.events_lost == counts["events_sent"]
+    assert markers == sorted(markers) and len(set(markers)) == len(markers)
+    log = (tmp_path / "server.log").read_text()
+    reasons = [line.split("dropped a datagram: ", 1)[1] for line in log.splitlines() if "dropped a datagram: " in line]
+    assert reasons, f"the server logged none of {sent} bad datagrams"
+    assert len(reasons) == len(set(reasons)), f"each reason logged once: {reasons}"
