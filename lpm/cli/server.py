@@ -70,6 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also serve clients over lpm's reliable UDP transport here (lpm client --udp HOST:PORT)",
     )
     parser.add_argument(
+        "--http",
+        type=_address,
+        metavar="HOST:PORT",
+        help="serve the web view (live charts, flame graph, pause/resume) and Prometheus /metrics here "
+        "(a bare PORT listens on 127.0.0.1)",
+    )
+    parser.add_argument(
         "--udp-token-file",
         metavar="FILE",
         help="a shared secret (the file's first line) that UDP clients must prove they hold; "
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         speed=args.speed,
         record=args.record,
         udp=args.udp,
+        http=args.http,
         udp_config=udp.Config(token=read_token(args.udp_token_file)) if args.udp_token_file else None,
         limits=HubLimits(
             queue_bytes=args.queue,
@@ -119,13 +127,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         server.open()
     except OSError as err:
-        where = f"{host}:{port}" + (f" and UDP {args.udp[0]}:{args.udp[1]}" if args.udp else "")
+        where = f"{host}:{port}" + (f", UDP {args.udp[0]}:{args.udp[1]}" if args.udp else "") + (
+            f", HTTP {args.http[0]}:{args.http[1]}" if args.http else "")
         raise CommandError(f"cannot listen on {where}: {err.strerror or err}") from None
     if not host.startswith("127.") and host not in ("localhost", "::1"):
         logging.getLogger("lpm.server").warning(
             "listening on %s, not loopback: anyone who can reach it can read these programs' streams", host
         )
     udp_note = f", UDP {server.udp.address[0]}:{server.udp.address[1]}" if server.udp is not None else ""
+    if server.web is not None:
+        udp_note += f", web view http://{server.web.address[0]}:{server.web.address[1]}/"
     print(f"lpm server: listening on {server.address[0]}:{server.address[1]}{udp_note}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:

@@ -41,6 +41,7 @@ from ..leech import paths
 from .hub import Client, Hub, HubLimits
 from .source import FIFO, FILE, LEECH, REPLAY, Chunk, Source, header_bytes
 from .udp import UdpListener
+from .web import WebListener
 
 log = logging.getLogger("lpm.server")
 
@@ -67,6 +68,8 @@ class ServerConfig:
     limits: HubLimits = field(default_factory=HubLimits)
     udp: Optional[Tuple[str, int]] = None  #: also serve clients over the UDP transport here
     udp_config: Optional[udp_core.Config] = None
+    http: Optional[Tuple[str, int]] = None  #: serve the web view and /metrics here
+    http_interval: float = 1.0  #: seconds between the web view's updates
 
 
 class _Input:
@@ -144,6 +147,7 @@ class Server:
         self._next_poll = 0.0
         self._stop = False
         self.udp: Optional[UdpListener] = None
+        self.web: Optional[WebListener] = None
 
     # -- life -------------------------------------------------------------------
 
@@ -162,6 +166,12 @@ class Server:
             self.udp = UdpListener(self.hub, *self.config.udp, config=self.config.udp_config)
             self.selector.register(self.udp.sock, selectors.EVENT_READ, ("udp", None))
             log.info("listening on UDP %s:%d", *self.udp.address)
+        if self.config.http is not None:
+            self.web = WebListener(self.hub, *self.config.http, transports=self._transports,
+                                   interval=self.config.http_interval)
+            self.selector.register(self.web.sock, selectors.EVENT_READ, ("http", None))
+            self.web.on_close = self._unwatch
+            log.info("web view and /metrics on http://%s:%d/", *self.web.address)
         if self.config.record:
             os.makedirs(self.config.record, exist_ok=True)
         for path in self.config.fifos:
@@ -194,6 +204,9 @@ class Server:
         if self.udp is not None:
             self.udp.close(time.monotonic())
             self.udp = None
+        if self.web is not None:
+            self.web.close_all()
+            self.web = None
         self.selector.close()
         if self._mark is not None:
             try:
@@ -226,6 +239,16 @@ class Server:
             elif what == "udp":
                 assert self.udp is not None
                 self.udp.read(time.monotonic())
+            elif what == "http":
+                assert self.web is not None
+                for sock in self.web.accept():
+                    self.selector.register(sock, selectors.EVENT_READ, ("http-conn", sock.fileno()))
+            elif what == "http-conn":
+                assert self.web is not None
+                if mask & selectors.EVENT_READ:
+                    self.web.read(ref)
+                if mask & selectors.EVENT_WRITE:
+                    self.web.write(ref)
             elif what == "client":
                 client = self.hub.clients.get(ref)
                 if client is None:
@@ -241,6 +264,8 @@ class Server:
         self._flush_clients()
         if self.udp is not None:
             self.udp.pump(time.monotonic())
+        if self.web is not None:
+            self._flush_web(time.monotonic())
 
     # -- sources ------------------------------------------------------------------
 
@@ -494,6 +519,33 @@ class Server:
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if wants_write else 0)
             if self.selector.get_key(sock).events != events:
                 self.selector.modify(sock, events, ("client", client.id))
+
+    def _flush_web(self, now: float) -> None:
+        web = self.web
+        assert web is not None
+        web.tick(now)
+        for fd in list(web.conns):
+            if web.wants_write(fd):
+                web.write(fd)  # most responses go out whole at once
+            conn = web.conns.get(fd)
+            if conn is None:
+                continue  # closed: unwatched on the way
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if web.wants_write(fd) else 0)
+            if self.selector.get_key(conn.sock).events != events:
+                self.selector.modify(conn.sock, events, ("http-conn", fd))
+
+    def _unwatch(self, sock: socket.socket) -> None:
+        try:
+            self.selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    def _transports(self) -> Dict[str, int]:
+        """Clients by transport, for /metrics."""
+        counts = {"tcp": 0, "udp": 0}
+        for client in self.hub.clients.values():
+            counts["udp" if client.peer.startswith("udp ") else "tcp"] += 1
+        return counts
 
     def _drop_client(self, client: Client, reason: str) -> None:
         sock = self._sockets.pop(client.id, None)

@@ -29,6 +29,7 @@ from ..eventlog.accounting import Accounting, ThreadAccount
 from ..eventlog.events import EVENT_TYPES, STOP_STATUS, Event
 from ..eventlog.reader import RawRun
 from ..leech.redact import redact_argv, redact_env
+from .flame import Stacks
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ Pending = Tuple[RawRun, Tuple[int, int, int, int], Decode]
 
 #: (name, file, first line): how a function is told apart across generations.
 FunctionKey = Tuple[str, str, int]
+#: A frame whose code object this reader never saw declared.
+_UNKNOWN: FunctionKey = ("?", "", 0)
 
 
 @dataclass
@@ -148,6 +151,7 @@ class SourceState:
         self.spans_open: Dict[int, Tuple[int, str]] = {}
         self.spans_closed = 0
         self.samples = 0
+        self.stacks = Stacks()  #: whole stacks, for flame graphs (not in snapshots: ask for them)
         self.functions: Dict[FunctionKey, FunctionStats] = {}
         self.functions_pruned = 0
         self._codes: Dict[int, FunctionKey] = {}
@@ -474,6 +478,7 @@ class SourceState:
         if len(self.functions) + len(e.frames) > self.limits.functions:
             self._prune_functions(len(e.frames))  # before the walk, so no function of this sample is cut
         seen: set[FunctionKey] = set()
+        self.stacks.add(e.ts, tuple(self._codes.get(n, _UNKNOWN) for n in reversed(e.frames)))
         for depth, number in enumerate(e.frames):
             key = self._codes.get(number)
             if key is None:
