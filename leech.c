@@ -923,15 +923,28 @@ static int watch_thread(struct ctx *c, struct thread *st)
     return 0;
 }
 
+/* PureSink._register's name: threading._active[ident].name, or "" for a
+ * thread threading does not know (in its teardown, or started with _thread),
+ * where current_thread() would make a _DummyThread in the program. */
 static PyObject *thread_name(void)
 {
     PyObject *threading = PyImport_ImportModule("threading");
     if (threading == NULL)
         return NULL;
-    PyObject *thread = PyObject_CallMethod(threading, "current_thread", NULL);
+    PyObject *active = PyObject_GetAttrString(threading, "_active");
     Py_DECREF(threading);
-    if (thread == NULL)
+    if (active == NULL)
         return NULL;
+    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    PyObject *thread = ident != NULL ? PyObject_GetItem(active, ident) : NULL;
+    Py_XDECREF(ident);
+    Py_DECREF(active);
+    if (thread == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_KeyError))
+            return NULL;
+        PyErr_Clear();
+        return PyUnicode_FromString("");
+    }
     PyObject *name = PyObject_GetAttrString(thread, "name");
     Py_DECREF(thread);
     if (name != NULL && !PyUnicode_Check(name)) {

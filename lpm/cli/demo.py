@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 from collections import Counter
+from typing import Any, Callable
 
 from ..errors import CommandError
 from ..eventlog import Event, Header
@@ -68,10 +69,15 @@ def run(args: argparse.Namespace) -> int:
             cmd = [sys.executable, "-m", "lpm", "run", "--implementation", args.implementation]
             cmd += ["-m", "lpm.cli.sample_app", "--seconds", str(args.seconds)]
             print(f"== server on {host}:{port}; running: {' '.join(cmd[1:])}", flush=True)
-            app = subprocess.Popen(cmd, env=env)
             if sys.stdout.isatty() and not args.plain:
+                app = subprocess.Popen(cmd, env=env)
                 return _top(address, app)
-            return _watch(address, app, args.all)
+            # Subscribed before the program starts, the watcher sees every
+            # event from its first (a client that joins later gets a
+            # snapshot, not the thread announcements already made).
+            _, watch = _watcher(address, args.all)
+            app = subprocess.Popen(cmd, env=env)
+            return watch(app)
         finally:
             if app is not None and app.poll() is None:
                 app.terminate()
@@ -113,13 +119,14 @@ def _top(address: tuple[str, int], app: subprocess.Popen[bytes]) -> int:
     return 0
 
 
-def _watch(address: tuple[str, int], app: subprocess.Popen[bytes], show_all: bool) -> int:
+def _watcher(address: tuple[str, int], show_all: bool) -> tuple[Any, Callable[[subprocess.Popen[bytes]], int]]:
+    """A client subscribed to every source, connected; and what waits for
+    the program and prints the summary."""
     from ..client import Client
 
     counts: Counter[str] = Counter()
     accounts = Accounting()
     threads: dict[int, str] = {}
-    complete = False
     done = threading.Event()
 
     def on_header(source: int, header: Header) -> None:
@@ -139,18 +146,28 @@ def _watch(address: tuple[str, int], app: subprocess.Popen[bytes], show_all: boo
 
     client = Client(address, subscribe={"sources": "all"}, on_header=on_header, on_event=on_event,
                     on_service=on_service).start()
+    client.connected.wait(10)
     try:
-        while not done.wait(0.1):
-            if app.poll() is not None and not client.connected.is_set():
-                break
+        client.call("sources", 10)  # answered after the subscription: it is in place
+    except (ConnectionError, TimeoutError):
+        pass
+
+    def watch(app: subprocess.Popen[bytes]) -> int:
+        complete = False
         try:
-            info = [s for s in client.call("sources") if s["kind"] == "leech"]
-            complete = bool(info) and all(s["ended"] for s in info)
-        except (ConnectionError, TimeoutError):
-            pass
-    finally:
-        client.close()
-    return _summary(counts, accounts, threads, complete, app)
+            while not done.wait(0.1):
+                if app.poll() is not None and not client.connected.is_set():
+                    break
+            try:
+                info = [s for s in client.call("sources") if s["kind"] == "leech"]
+                complete = bool(info) and all(s["ended"] for s in info)
+            except (ConnectionError, TimeoutError):
+                pass
+        finally:
+            client.close()
+        return _summary(counts, accounts, threads, complete, app)
+
+    return client, watch
 
 
 def _summary(counts: Counter[str], accounts: Accounting, threads: dict[int, str], complete: bool, app: subprocess.Popen[bytes]) -> int:

@@ -274,7 +274,11 @@ class PureSink(Sink):
         # Once per thread, so the name can be asked here (by the time the
         # monitor looks, a short-lived thread may be gone); asked before the
         # lock, since asking may collect and so register this thread already.
-        name = threading.current_thread().name
+        # Not current_thread(): for a thread threading does not know (one in
+        # its teardown, or started with _thread) it would make a _DummyThread
+        # in the program, which 3.13 then fails to delete at exit.
+        known = threading._active.get(ident)  # type: ignore[attr-defined]
+        name = known.name if known is not None else ""
         with self._quiet():
             st: _Thread | None = getattr(self._local, "state", None)
             if st is not None and not st.gone:
