@@ -4,6 +4,8 @@
     python -m lpm server --fifo ghc.fifo         # also a GHC program: ./prog +RTS -l -olghc.fifo
     python -m lpm server --replay run.eventlog   # a recording, at its own pace
     python -m lpm server --record recordings/    # and keep every stream as a file
+    python -m lpm server --udp 127.0.0.1:8243    # clients over UDP too: lpm client --udp 127.0.0.1:8243 top
+    python -m lpm server --http 8244             # web view at http://127.0.0.1:8244/, /metrics for Prometheus
 
 The server drains every source as soon as it has bytes, so no program ever
 waits on it; keeps each source's live state (threads, GC, heap, counters,
