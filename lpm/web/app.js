@@ -793,7 +793,6 @@
     const list = arr(u.sources).filter((s) => num(obj(s).id) !== null);
     const states = obj(u.states);
     const now = Date.now();
-    const at = num(u.time) !== null ? num(u.time) * 1000 : now;
     const ids = new Set(list.map((s) => s.id));
     for (const map of [bodies, histories, eventRates, pausedBy]) {
       for (const id of map.keys()) if (!ids.has(id)) map.delete(id);
@@ -809,8 +808,8 @@
       const before = eventRates.get(id);
       if (events !== null) {
         let rate = before ? before.rate : null;
-        if (before && at > before.at) rate = Math.max(0, ((events - before.events) * 1000) / (at - before.at));
-        eventRates.set(id, { events, at, rate });
+        if (before && now > before.at) rate = Math.max(0, ((events - before.events) * 1000) / (now - before.at));
+        eventRates.set(id, { events, at: now, rate });
       }
       const body = states[String(id)];
       if (body === null || typeof body !== "object") continue;
