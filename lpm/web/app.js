@@ -54,6 +54,7 @@
   const SETTINGS_SHOWN = 200;
   const FLAME_ROWS = 120; // deeper frames are not drawn
   const FLAME_ROW_PX = 18;
+  const CPU_IDLE_S = 3; // a thread's unchanged CPU time means idle after this long
 
   const POLL_MS = 1000;
   const FLAME_MS = 2000;
@@ -289,7 +290,7 @@
       this.gc = new Ring(); // last pause (s) at each update that saw collections
       this.gcCollections = null;
       this.threads = new SeriesSet(THREAD_SERIES, true);
-      this.cpu = new Map(); // thread id -> cpu_ns at the last point; replaced each time
+      this.cpu = new Map(); // thread id -> {ns, t} of its last CPU figure; replaced each time
       this.counters = new SeriesSet(COUNTER_SERIES, false);
       this.spans = new Ring();
       this.loss = new SeriesSet(LOSS.length, false);
@@ -301,7 +302,6 @@
       const t = ns / 1e9;
       if (this.t !== null && t < this.t) this.reset(); // a new stream (a restart): its clock starts again
       if (this.t !== null && t === this.t) return; // nothing new (an ended program)
-      const dt = this.t === null ? 0 : t - this.t;
       this.t = t;
       this.n++;
       this.times.push(t, 0);
@@ -325,7 +325,7 @@
         this.gcCollections = collections;
       }
 
-      this.applyThreads(arr(state.threads), t, dt);
+      this.applyThreads(arr(state.threads), t);
 
       const counters = obj(state.counters);
       for (const name of Object.keys(counters)) {
@@ -346,10 +346,13 @@
       }
     }
 
-    // CPU seconds per second of each thread since the last point; series for
-    // the busiest (a thread that drops out keeps its series until busier
-    // ones push it out).
-    applyThreads(threads, t, dt) {
+    // CPU seconds per second of each thread between two of its CPU figures;
+    // series for the busiest (a thread that drops out keeps its series until
+    // busier ones push it out).  A program sends the figures now and then
+    // (with its heap figures), not at each update: an unchanged figure is
+    // taken as news only after CPU_IDLE_S, else every update between two
+    // measurements would read as an idle moment.
+    applyThreads(threads, t) {
       const cpu = new Map();
       const busy = [];
       for (const th of threads) {
@@ -357,9 +360,15 @@
         const id = num(o.id);
         const ns = num(o.cpu_ns);
         if (id === null || ns === null) continue;
-        cpu.set(id, ns);
         const before = this.cpu.get(id);
-        if (before !== undefined && dt > 0 && ns >= before) busy.push({ id, label: str(o.label), rate: (ns - before) / 1e9 / dt });
+        if (before === undefined || ns < before.ns) {
+          cpu.set(id, { ns, t });
+        } else if (ns !== before.ns || t - before.t >= CPU_IDLE_S) {
+          busy.push({ id, label: str(o.label), rate: (ns - before.ns) / 1e9 / (t - before.t) });
+          cpu.set(id, { ns, t });
+        } else {
+          cpu.set(id, before);
+        }
       }
       this.cpu = cpu;
       if (!busy.length) return;

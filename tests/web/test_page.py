@@ -144,6 +144,7 @@ class Browser:
 
     def __init__(self, binary: str, profile: Path) -> None:
         profile.mkdir(parents=True, exist_ok=True)
+        (profile / "DevToolsActivePort").unlink(missing_ok=True)  # a reused profile's is stale
         self.log = (profile / "chromium.log").open("wb")
         self.process = subprocess.Popen(
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
