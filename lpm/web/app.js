@@ -833,7 +833,6 @@
 
   // -- the connection: a stream, or polling when it fails -------------------------------
 
-  let stream = null;
   let streamErrors = 0;
   let pollTimer = null;
   let retryTimer = null;
@@ -845,7 +844,6 @@
       return;
     }
     const es = new EventSource("api/stream");
-    stream = es;
     es.addEventListener("update", (e) => {
       streamErrors = 0;
       stopPolling();
@@ -866,7 +864,6 @@
       streamErrors++;
       if (es.readyState === EventSource.CLOSED || streamErrors >= 2) {
         es.close();
-        if (stream === es) stream = null;
         startPolling();
         if (retryTimer === null) retryTimer = setTimeout(openStream, STREAM_RETRY_MS);
       }
