@@ -71,9 +71,11 @@
   //               source said (false when none did)
   //   selected    the selected source's id (null: none)
   //   mode        "stream" or "poll"
+  //   events      the selected source's event count in the last update
   const view = {
     updates: 0,
     points: 0,
+    events: 0,
     flameNames: [],
     flameFocus: "all",
     paused: false,
@@ -1050,6 +1052,7 @@
     renderLoss(info, state);
     renderProcess(id, info, state);
     view.points = h ? Math.max(0, ...Array.from(h.heap.map.values(), (s) => s.ring.length)) : 0;
+    view.events = num(state.events) ?? num(info.events) ?? 0;
   }
 
   function renderFigures(info, state) {

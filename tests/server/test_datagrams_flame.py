@@ -8,7 +8,7 @@ from typing import List
 from lpm.eventlog import events as ev
 from lpm.eventlog import read_events
 from lpm.eventlog.writer import EventLogWriter
-from lpm.protocol.frames import Frame, FrameDecoder, Kind
+from lpm.protocol.frames import Frame, FrameDecoder
 from lpm.server.datagrams import EventPacker, Piece
 from lpm.server.flame import Stacks
 

@@ -17,17 +17,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from ..ghc import peers
-from .wire import PATIENCE, python_program, start_server, wait_for
-
-
-def _web_address(tmp: Path) -> tuple[str, int]:
-    """The web view's address, from the server log's line that names it."""
-    log = (tmp / "server.log").read_text()
-    for line in log.splitlines():
-        if "web view and /metrics on http://" in line:
-            host, port = line.rsplit("http://", 1)[1].strip().strip("/").rsplit(":", 1)
-            return host, int(port)
-    raise AssertionError(f"no web view in the server log: {log}")
+from .wire import PATIENCE, python_program, start_server, wait_for, web_address
 
 
 def _get(url: str, method: str = "GET") -> tuple[int, bytes]:
@@ -60,7 +50,7 @@ def live(tmp_path: Path) -> Any:
     server, _ = start_server(tmp_path, "--dir", str(lpm_dir), "--http", "127.0.0.1:0")
     until = tmp_path / "stop"
     program = python_program(tmp_path, lpm_dir, "steady.py", str(until))
-    host, port = _web_address(tmp_path)
+    host, port = web_address(tmp_path)
     base = f"http://{host}:{port}"
     wait_for(lambda: bool(_json(base + "/api/sources")), "the program's source")
     yield base, program, until

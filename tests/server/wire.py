@@ -46,6 +46,16 @@ def start_server(tmp: Path, *extra: str) -> tuple[subprocess.Popen[str], tuple[s
     return proc, _address_in(line, "listening on")
 
 
+def web_address(tmp: Path) -> tuple[str, int]:
+    """A server's web view address, from the log line that names it."""
+    log = (tmp / "server.log").read_text()
+    for line in log.splitlines():
+        if "web view and /metrics on http://" in line:
+            host, port = line.rsplit("http://", 1)[1].strip().strip("/").rsplit(":", 1)
+            return host, int(port)
+    raise AssertionError(f"no web view in the server log: {log}")
+
+
 def start_udp_server(tmp: Path, *extra: str) -> tuple[subprocess.Popen[str], tuple[str, int], tuple[str, int]]:
     """A server with a UDP listener too: (process, TCP address, UDP address)."""
     proc, line = _launch(tmp, ("--udp", "127.0.0.1:0", *extra))

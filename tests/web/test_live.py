@@ -1,0 +1,67 @@
+"""The web view in headless Chromium against a real server watching a live
+sample program (``lpm.cli.sample_app`` under ``lpm run``): the charts gain
+points, the flame graph names the program's functions, pause stops the
+stream and resume brings it back, all as the page itself sees it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Tuple
+
+import pytest
+
+from ..server.wire import PATIENCE, start_server, web_address
+from .browser import DEADLINE, Browser, browser
+
+__all__ = ["browser"]  # the fixture
+
+
+@pytest.fixture
+def live_page(browser: Browser, tmp_path: Path) -> Iterator[Tuple[Browser, Path]]:
+    lpm_dir = tmp_path / "lpm"
+    lpm_dir.mkdir(mode=0o700)
+    server, _ = start_server(tmp_path, "--dir", str(lpm_dir), "--http", "127.0.0.1:0")
+    program = subprocess.Popen(
+        [sys.executable, "-m", "lpm", "run", "-m", "lpm.cli.sample_app", "--seconds", "60"],
+        env=dict(os.environ, LPM_DIR=str(lpm_dir)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        host, port = web_address(tmp_path)
+        browser.goto(f"http://{host}:{port}/")
+        yield browser, tmp_path
+        assert browser.devtools.exceptions == [], browser.devtools.exceptions
+    finally:
+        program.terminate()
+        program.wait(PATIENCE)
+        server.terminate()
+        server.wait(PATIENCE)
+
+
+def test_the_page_follows_a_live_program_and_pauses_it(live_page: Tuple[Browser, Path]) -> None:
+    page, tmp_path = live_page
+    page.wait("window.lpmView.selected !== null && window.lpmView.updates >= 2", "the first updates")
+    first = page.view()["points"]
+    page.wait(f"window.lpmView.points >= {first + 3}", "the heap chart to gain points", timeout=PATIENCE)
+    page.wait("['crunch', 'parse', 'worker'].every(n => window.lpmView.flameNames.includes(n))",
+              "the sample program's functions in the flame graph", timeout=PATIENCE)
+    page.screenshot(tmp_path / "live.png")
+
+    page.click("#pause")
+    page.wait("window.lpmView.paused === true", "the pause reply")
+    # What the leech had buffered drains within its flush interval and the
+    # server's update; after that the count holds.
+    time.sleep(1.5)
+    held = page.view()["events"]
+    updates = page.view()["updates"]
+    page.wait(f"window.lpmView.updates >= {updates + 2}", "two more updates while paused")
+    assert page.view()["events"] == held, "no events reach the page while the program is paused"
+    page.screenshot(tmp_path / "paused.png")
+
+    page.click("#resume")
+    page.wait("window.lpmView.paused === false", "the resume reply")
+    page.wait(f"window.lpmView.events > {held}", "events again after resume", timeout=DEADLINE)
+    assert (tmp_path / "live.png").stat().st_size > 10_000
