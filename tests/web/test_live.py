@@ -15,6 +15,7 @@ from typing import Iterator, Tuple
 import pytest
 
 from ..server.wire import PATIENCE, start_server, web_address
+from ..leech.helpers import recorded
 from .browser import DEADLINE, Browser, browser
 
 __all__ = ["browser"]  # the fixture
@@ -65,3 +66,27 @@ def test_the_page_follows_a_live_program_and_pauses_it(live_page: Tuple[Browser,
     page.wait("window.lpmView.paused === false", "the resume reply")
     page.wait(f"window.lpmView.events > {held}", "events again after resume", timeout=DEADLINE)
     assert (tmp_path / "live.png").stat().st_size > 10_000
+
+
+def test_the_same_page_shows_a_recording(browser: Browser, tmp_path: Path) -> None:
+    """A recording served as a source (``lpm server --file``) fills the page
+    as a live program does, and pause is refused: nobody is there to pause."""
+    lpm_dir = tmp_path / "lpm"
+    lpm_dir.mkdir(mode=0o700)
+    recording = tmp_path / "stacks.eventlog"
+    recording.write_bytes(recorded("stacks.py", ["0.5"], lpm_dir, "auto", ["--sample-rate", "200"]))
+    server, _ = start_server(tmp_path, "--no-discover", "--file", str(recording), "--http", "127.0.0.1:0")
+    try:
+        host, port = web_address(tmp_path)
+        browser.goto(f"http://{host}:{port}/")
+        browser.wait("window.lpmView.selected !== null && window.lpmView.updates >= 1", "the recording's source")
+        qualified = "Spinner.spin" if sys.version_info >= (3, 11) else "spin"
+        browser.wait(f"['{qualified}', 'worker_outer', 'main_spin', 'sleeper'].every("
+                     "n => window.lpmView.flameNames.includes(n))", "the recording's functions in the flame graph")
+        assert browser.view()["events"] > 100
+        assert browser.eval("document.querySelector('#pause').disabled") is True, "an ended source cannot be paused"
+        browser.screenshot(tmp_path / "recording.png")
+        assert browser.devtools.exceptions == [], browser.devtools.exceptions
+    finally:
+        server.terminate()
+        server.wait(PATIENCE)
