@@ -289,6 +289,8 @@ class Hub:
         problem = self.control(source, line)
         if problem is not None:
             raise service.BadRequest(request.id, problem)
+        if op in ("pause", "resume"):
+            source.paused = op == "pause"
         return {"source": source.id, "sent": line}, []
 
     def _subscribe(self, client: Client, source: Source, classes: Optional[frozenset[int]], snapshot: bool = True) -> None:

@@ -106,6 +106,9 @@ class Source:
         self.blocks = False  #: the stream has block markers (late joiners start at one)
         self.live = True
         self.ended = False  #: the end marker of the current stream arrived
+        #: A pause was sent to its leech through this server and no resume
+        #: since (a command written to the control FIFO by hand is not seen).
+        self.paused = False
 
     def feed(self, data: bytes) -> List[Chunk]:
         """Bytes from the source; the chunks to forward, in order."""
@@ -174,6 +177,7 @@ class Source:
             "path": self.path,
             "pid": self.pid if self.pid is not None else program.get("pid"),
             "live": self.live,
+            "paused": self.paused and self.live,
             "ended": self.ended,
             "bytes": self.bytes_in,
             "events": self.events_in,

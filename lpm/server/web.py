@@ -217,6 +217,7 @@ class WebListener:
         problem = self.hub.control(source, op)
         if problem is not None:
             raise HttpError(409, problem)
+        source.paused = op == "pause"
         return _json_response(200, {"ok": True, "source": source.id, "sent": op})
 
     def _source(self, request: Request) -> Source:

@@ -815,6 +815,12 @@
     }
     for (const info of list) {
       const id = info.id;
+      // The server's word on pause (any client may have sent it) wins over
+      // this page's last reply.
+      if (typeof info.paused === "boolean") {
+        pausedBy.set(id, info.paused);
+        if (id === view.selected) view.paused = info.paused;
+      }
       const events = num(info.events);
       const before = eventRates.get(id);
       if (events !== null) {

@@ -91,11 +91,13 @@ def test_api_state_flame_stream_and_pause(live: Any) -> None:
         count: int = _json(f"{base}/api/state?source={source['id']}")["state"]["events"]
         return count
 
+    assert _json(base + "/api/sources")[0]["paused"] is True, "every client sees the pause"
     time.sleep(0.5)  # what the leech had buffered before the pause arrives
     paused_at = events()
     time.sleep(0.5)
     assert events() == paused_at, "no events while paused"
     assert _json(f"{base}/api/resume?source={source['id']}", "POST")["ok"] is True
+    assert _json(base + "/api/sources")[0]["paused"] is False
     wait_for(lambda: events() > paused_at, "events after resume")
 
 
