@@ -150,6 +150,7 @@ class SourceState:
         self.messages: Deque[Tuple[int, str]] = collections.deque(maxlen=self.limits.recent)
         self.spans_open: Dict[int, Tuple[int, str]] = {}
         self.spans_closed = 0
+        self.spans_recent: Deque[Tuple[int, int, str]] = collections.deque(maxlen=self.limits.recent)
         self.samples = 0
         self.stacks = Stacks()  #: whole stacks, for flame graphs (not in snapshots: ask for them)
         self.functions: Dict[FunctionKey, FunctionStats] = {}
@@ -456,8 +457,10 @@ class SourceState:
             if len(self.spans_open) < self.limits.threads:
                 self.spans_open[e.span] = (e.ts, e.name)
         elif isinstance(e, ev.PySpanEnd):
-            self.spans_open.pop(e.span, None)
+            begun = self.spans_open.pop(e.span, None)
             self.spans_closed += 1
+            if begun is not None:
+                self.spans_recent.append((begun[0], e.ts, begun[1]))
 
     # -- samples ----------------------------------------------------------------
 
@@ -566,7 +569,12 @@ class SourceState:
             "counters_dropped": self.counters_dropped,
             "markers": [{"ts": ts, "name": name} for ts, name in self.markers],
             "messages": [{"ts": ts, "text": text} for ts, text in self.messages],
-            "spans": {"open": len(self.spans_open), "closed": self.spans_closed},
+            "spans": {
+                "open": len(self.spans_open),
+                "closed": self.spans_closed,
+                "recent": [{"name": name, "begin": b, "end": end} for b, end, name in self.spans_recent],
+                "current": [{"name": name, "begin": b} for b, name in sorted(self.spans_open.values())[-20:]],
+            },
             "samples": self.samples,
             "functions": self.hottest(self.limits.snapshot_functions),
             "functions_pruned": self.functions_pruned,

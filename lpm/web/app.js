@@ -50,6 +50,7 @@
   const HISTORIES = 64; // sources whose history is kept
   const MARKERS_SHOWN = 20;
   const MARKER_LINES = 100; // per chart (the server keeps the newest 100)
+  const SPAN_BANDS = 40; // per chart: the newest spans, closed or open
   const ENV_SHOWN = 500;
   const SETTINGS_SHOWN = 200;
   const FLAME_ROWS = 120; // deeper frames are not drawn
@@ -72,10 +73,12 @@
   //   selected    the selected source's id (null: none)
   //   mode        "stream" or "poll"
   //   events      the selected source's event count in the last update
+  //   spans       spans (closed and open) the last update listed
   const view = {
     updates: 0,
     points: 0,
     events: 0,
+    spans: 0,
     flameNames: [],
     flameFocus: "all",
     paused: false,
@@ -451,6 +454,14 @@
         svg("title", {}, line);
         this.markers.push(line);
       }
+      // Spans: thin bars along the bottom, on the same time axis.
+      const spans = svg("g", { class: "spans" }, svgEl);
+      this.bands = [];
+      for (let i = 0; i < SPAN_BANDS; i++) {
+        const rect = svg("rect", { visibility: "hidden", height: 5 }, spans);
+        svg("title", {}, rect);
+        this.bands.push(rect);
+      }
       const paths = svg("g", { class: "series" }, svgEl);
       this.paths = [];
       this.items = [];
@@ -465,8 +476,9 @@
       this.empty = svg("text", { class: "empty", "text-anchor": "middle" }, svgEl);
     }
 
-    // series: [{label, ring, color, axis: "left" | "right"}]; markers: [{x, label}].
-    render(domain, series, markers, emptyText) {
+    // series: [{label, ring, color, axis: "left" | "right"}]; markers: [{x, label}];
+    // bands: [{x0, x1, label}] (spans).
+    render(domain, series, markers, emptyText, bands = []) {
       const w = this.svg.clientWidth;
       const h = this.svg.clientHeight;
       if (!w || !h) return;
@@ -590,6 +602,22 @@
         setText(line.firstChild, `${fmtClock(mk.x)}: ${mk.label}`);
       }
       for (; m < this.markers.length; m++) this.markers[m].setAttribute("visibility", "hidden");
+
+      let b = 0;
+      for (const band of bands) {
+        if (b >= this.bands.length) break;
+        if (domain === null || band.x1 < x0 || band.x0 > x1) continue;
+        const rect = this.bands[b];
+        const left = sx(Math.max(band.x0, x0));
+        const row = b % 4;
+        b++;
+        rect.setAttribute("visibility", "visible");
+        rect.setAttribute("x", left);
+        rect.setAttribute("width", Math.max(1, sx(Math.min(band.x1, x1)) - left));
+        rect.setAttribute("y", pad.t + ih - 6 - row * 6);
+        setText(rect.firstChild, `${band.label}: ${fmtClock(band.x0)} – ${fmtClock(band.x1)}`);
+      }
+      for (; b < this.bands.length; b++) this.bands[b].setAttribute("visibility", "hidden");
     }
   }
 
@@ -1087,6 +1115,24 @@
     }
   }
 
+  // The newest spans, closed and still open, on the program's clock.
+  function spanBands(state) {
+    const spans = obj(state.spans);
+    const now = num(state.time_ns);
+    const out = [];
+    for (const sp of arr(spans.recent)) {
+      const b = num(obj(sp).begin);
+      const e = num(obj(sp).end);
+      if (b !== null && e !== null) out.push({ x0: b / 1e9, x1: e / 1e9, label: str(sp.name) });
+    }
+    for (const sp of arr(spans.current)) {
+      const b = num(obj(sp).begin);
+      if (b !== null && now !== null) out.push({ x0: b / 1e9, x1: now / 1e9, label: `${str(sp.name)} (open)` });
+    }
+    view.spans = out.length;
+    return out.slice(-SPAN_BANDS);
+  }
+
   function markerPoints(state) {
     const out = [];
     for (const m of arr(state.markers)) {
@@ -1138,7 +1184,7 @@
       for (const s of h.counters.map.values()) counterSeries.push({ label: s.label, ring: s.ring, color: PALETTE[i++ % PALETTE.length] });
       if (h.spans.length) counterSeries.push({ label: "open spans", ring: h.spans, color: "#868e96" });
     }
-    charts.counters.render(domain, counterSeries, markers, "no counters or spans yet");
+    charts.counters.render(domain, counterSeries, markers, "no counters or spans yet", spanBands(state));
 
     const lossSeries = [];
     if (h) {

@@ -49,6 +49,9 @@ def test_the_page_follows_a_live_program_and_pauses_it(live_page: Tuple[Browser,
     page.wait(f"window.lpmView.points >= {first + 3}", "the heap chart to gain points", timeout=PATIENCE)
     page.wait("['crunch', 'parse', 'worker'].every(n => window.lpmView.flameNames.includes(n))",
               "the sample program's functions in the flame graph", timeout=PATIENCE)
+    # Its "job" spans drawn on the counters chart's time axis.
+    page.wait("window.lpmView.spans > 5 && document.querySelectorAll('#counters-chart .spans rect[visibility=visible]')"
+              ".length > 5", "the program's spans on the time axis")
     page.screenshot(tmp_path / "live.png")
 
     page.click("#pause")
