@@ -283,10 +283,17 @@ def test_spans_open_and_closed() -> None:
         ev.PySpanBegin(3, 1, 3, "other"),
         ev.PySpanEnd(4, 0, 2),
     ])
-    assert state.snapshot()["spans"] == {"open": 2, "closed": 1}
+    assert state.snapshot()["spans"] == {
+        "open": 2,
+        "closed": 1,
+        "recent": [{"name": "db", "begin": 2, "end": 4}],
+        "current": [{"name": "request", "begin": 1}, {"name": "other", "begin": 3}],
+    }
     state.add(ev.PySpanEnd(5, 0, 1))
     state.add(ev.PySpanEnd(6, 1, 3))
-    assert state.snapshot()["spans"] == {"open": 0, "closed": 3}
+    spans = state.snapshot()["spans"]
+    assert (spans["open"], spans["closed"], spans["current"]) == (0, 3, [])
+    assert [(s["name"], s["begin"], s["end"]) for s in spans["recent"]] == [("db", 2, 4), ("request", 1, 5), ("other", 3, 6)]
 
 
 CODES = [
