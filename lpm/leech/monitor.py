@@ -229,7 +229,10 @@ class Monitor:
             self._learn(ident, number, name)
         for ident, (number, name) in list(self._known.items()):
             thread = live.get(ident)
-            if thread is not None and thread.name != name and ident not in self._own:
+            # lpm's own threads too: one whose first event came before
+            # threading listed it (a collection in its start-up) has a
+            # default name until now.
+            if thread is not None and thread.name != name:
                 self._known[ident] = (number, thread.name)
                 sink.thread_renamed(ident, thread.name)
                 sink.emit_event(wire.THREAD_LABEL, number, thread.name)
