@@ -1096,7 +1096,7 @@
       ["running for", num(state.time_ns) === null ? "–" : fmtClock(num(state.time_ns) / 1e9)],
       ["events", fmtInt(num(state.events) ?? num(info.events))],
       ["samples", fmtInt(num(state.samples))],
-      ["threads", fmtInt(arr(state.threads).length)],
+      ["threads", fmtInt(num(state.threads_total) ?? arr(state.threads).length)],
       ["GC collections", fmtInt(num(gc.collections))],
       ["RSS", fmtBytes(num(heap.rss) ?? num(heap.ghc_size))],
       ["open spans", fmtInt(num(obj(state.spans).open))],

@@ -26,6 +26,7 @@ from lpm.eventlog import read_events
 from lpm.views import export
 
 from ..ghc import peers
+from ..web.browser import chromium
 
 SPEEDSCOPE = "speedscope@1.25.0"
 AJV = "ajv@8"
@@ -91,12 +92,6 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path is not None:
-            return path
-    peers.missing_peer("chromium is not installed (apt-get install chromium)")
 
 
 def test_speedscope_renders_the_profile_in_chromium(served: str, tmp_path: Path) -> None:

@@ -89,3 +89,22 @@ def test_flame_trees_are_bounded() -> None:
     leaves = tree["children"][0]["children"]
     assert len(leaves) == 9 and leaves[-1] == {"name": "(other)", "file": "", "line": 0, "value": 40, "children": []}
     assert sum(leaf["value"] for leaf in leaves) == 48
+
+
+def test_stream_updates_carry_the_busiest_threads_only() -> None:
+    from lpm.server.hub import Hub
+    from lpm.server.web import STREAM_THREADS, _snapshot
+
+    w = EventLogWriter()
+    events: List[ev.Event] = []
+    for n in range(250):
+        events.append(ev.CreateThread(n, None, n))
+        events.append(ev.PyThreadCpu(n, None, n, n * 1000))
+    hub = Hub()
+    source = hub.add_source("many", "file")
+    assert source is not None
+    hub.source_data(source, w.eventlog(events))
+    full = _snapshot(source)["state"]
+    trimmed = _snapshot(source, STREAM_THREADS)["state"]
+    assert len(full["threads"]) == full["threads_total"] == trimmed["threads_total"] == 250
+    assert [t["id"] for t in trimmed["threads"]] == list(range(250 - STREAM_THREADS, 250)), "the busiest, by id"
