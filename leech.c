@@ -140,6 +140,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -2075,11 +2076,27 @@ static void append(struct bytes *b, const void *data, size_t n)
         memcpy(claim(b, n), data, n);
 }
 
+/* pure.py's _open_own: `path` opened non-blocking, or -1 when it cannot be,
+ * or is not what this process made there: a symlink (never followed), or
+ * anything but a FIFO or regular file of this user. */
+static int open_own(const char *path, int mode)
+{
+    int fd = open(path, mode | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !(S_ISFIFO(st.st_mode) || S_ISREG(st.st_mode)) || st.st_uid != geteuid()) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* PureSink._connect.  A failure other than "nobody reads" (ENXIO) or "not
  * there yet" (ENOENT) would end PureSink's writer; this one goes on trying. */
 static int connect_reader(struct ctx *c)
 {
-    int fd = open(c->path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    int fd = open_own(c->path, O_WRONLY);
     if (fd < 0)
         return 0;
     (void)fcntl(fd, F_SETPIPE_SZ, 1 << 20); /* best effort; fails on files */
@@ -2151,7 +2168,7 @@ static int read_control(struct ctx *c)
         return 0;
     int fd = atomic_load(&c->cfd);
     if (fd < 0) {
-        fd = open(c->control_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        fd = open_own(c->control_path, O_RDONLY);
         if (fd < 0)
             return 0;
         atomic_store(&c->cfd, fd);

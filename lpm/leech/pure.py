@@ -59,6 +59,7 @@ import contextlib
 import errno
 import gc
 import os
+import stat
 import struct
 import sys
 import threading
@@ -175,6 +176,28 @@ class _ExitWatch:
         except Exception:  # noqa: BLE001 - interpreter shutdown: nothing to report to
             pass
 
+
+
+def _open_own(path: str, mode: int) -> int | None:
+    """``path`` opened non-blocking, or None when it is not what this
+    process made there: a symlink (never followed: one planted in the lpm
+    directory could point the stream anywhere), or anything but a FIFO or a
+    regular file of this user.
+
+    Raises:
+        OSError: the open failed otherwise (ENXIO: nobody reads yet).
+    """
+    try:
+        fd = os.open(path, mode | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return None
+        raise
+    st = os.fstat(fd)
+    if not (stat.S_ISFIFO(st.st_mode) or stat.S_ISREG(st.st_mode)) or st.st_uid != os.geteuid():
+        os.close(fd)
+        return None
+    return fd
 
 class PureSink(Sink):
     """Per-thread buffers, a budget, and a writer thread feeding the data FIFO.
@@ -546,7 +569,10 @@ class PureSink(Sink):
         if self._control_fd is None:
             if self.control_path is None:
                 return False
-            self._control_fd = os.open(self.control_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = _open_own(self.control_path, os.O_RDONLY)
+            if fd is None:
+                return False
+            self._control_fd = fd
         attached = False
         while True:
             try:
@@ -567,11 +593,13 @@ class PureSink(Sink):
 
     def _connect(self) -> bool:
         try:
-            fd = os.open(self.data_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = _open_own(self.data_path, os.O_WRONLY)
         except OSError as err:
             if err.errno in (errno.ENXIO, errno.ENOENT):
                 return False
             raise
+        if fd is None:
+            return False
         try:
             import fcntl
 

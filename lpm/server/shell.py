@@ -305,11 +305,22 @@ class Server:
         self._known &= set(glob.glob(os.path.join(directory, "lpm-*" + paths.DATA_SUFFIX)))
 
     def _open_input(self, path: str, kind: str, name: str, pid: int | None = None) -> None:
+        # A discovered FIFO is opened without following a symlink (what was
+        # checked with lstat could have been swapped since), and any FIFO
+        # must be this user's: another user's could feed it anything.
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if kind == LEECH else 0)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(path, flags)
         except OSError as err:
             log.warning("cannot open source %s: %s", path, err.strerror)
             return
+        if kind in (LEECH, FIFO):
+            st = os.fstat(fd)
+            if not stat.S_ISFIFO(st.st_mode) or st.st_uid != os.geteuid():
+                os.close(fd)
+                what = "not a FIFO" if not stat.S_ISFIFO(st.st_mode) else f"a FIFO of uid {st.st_uid}"
+                log.warning("refusing source %s: %s, not this user's", path, what)
+                return
         source = self.hub.add_source(name, kind, path, pid)
         if source is None:
             os.close(fd)
