@@ -21,7 +21,6 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from .. import udp
 from ..client import Client, ServiceError
 from ..client.model import Snapshot
 from ..errors import CommandError
@@ -38,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the server (default 127.0.0.1:8242)")
     parser.add_argument("--udp", type=_address, metavar="HOST:PORT",
                         help="talk to the server's --udp listener over lpm's UDP transport instead of TCP")
-    parser.add_argument("--udp-token-file", metavar="FILE", help="the token the server's UDP listener asks for (its first line)")
+    parser.add_argument("--token-file", metavar="FILE", help="the server's token (the file's first line), over TCP or UDP")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds to wait for the server (default 10)")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("sources", help="list the sources the server watches")
@@ -87,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
 def _new_client(args: argparse.Namespace, **options: Any) -> Client:
     """A client of --server, or of --udp over UDP, not started."""
     address = args.udp or args.server
-    config = udp.Config(token=read_token(args.udp_token_file)) if args.udp and args.udp_token_file else None
-    return Client(address, transport="udp" if args.udp else "tcp", udp_config=config, connect_timeout=args.timeout,
+    token = read_token(args.token_file) if args.token_file else None
+    return Client(address, transport="udp" if args.udp else "tcp", token=token, connect_timeout=args.timeout,
                   **options)
 
 

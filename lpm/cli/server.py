@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import signal
+import sys
 
 from .. import udp
 from ..errors import CommandError
@@ -41,6 +43,10 @@ def read_token(path: str) -> bytes:
     if not token:
         raise CommandError(f"the token file {path} is empty: put a secret on its first line")
     return token
+
+
+def _loopback(host: str) -> bool:
+    return host.startswith("127.") or host in ("localhost", "::1")
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -79,10 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(a bare PORT listens on 127.0.0.1)",
     )
     parser.add_argument(
-        "--udp-token-file",
+        "--token-file",
         metavar="FILE",
-        help="a shared secret (the file's first line) that UDP clients must prove they hold; "
-        "every UDP packet is then authenticated with it",
+        help="a shared secret (the file's first line) every client must prove it holds: TCP clients answer a "
+        "challenge, UDP clients prove it in the handshake (every packet then carries its HMAC), the web view and "
+        "/metrics ask for it (Bearer header, or /?token=... once). Needed to listen beyond loopback; without it "
+        "a temporary token is made and printed",
     )
     parser.add_argument("--dir", dest="directory", metavar="DIR", help="lpm directory to watch for programs (default: $LPM_DIR, ...)")
     parser.add_argument("--no-discover", action="store_true", help="do not watch the lpm directory; serve only the sources named")
@@ -105,6 +113,17 @@ def run(args: argparse.Namespace) -> int:
     if args.queue < 4096:
         raise CommandError("--queue must be at least 4096 bytes", exit_code=2)
     host, port = args.listen
+    token = read_token(args.token_file) if args.token_file else None
+    exposed = [f"{a[0]}:{a[1]}" for a in (args.listen, args.udp, args.http) if a is not None and not _loopback(a[0])]
+    if exposed and token is None:
+        token = secrets.token_urlsafe(24).encode("ascii")
+        print(f"lpm server: {', '.join(exposed)} is not loopback, so clients need a token; this run's is\n\n"
+              f"    {token.decode()}\n\n(put it in a file for lpm client --token-file, or choose one with --token-file)",
+              file=sys.stderr, flush=True)
+    if token is not None:  # the TCP listener is always there
+        logging.getLogger("lpm.server").warning(
+            "TCP and HTTP carry no TLS yet: the token and the streams can be read by anyone on the path "
+            "(UDP packets are authenticated, not encrypted)")
     config = ServerConfig(
         host=host,
         port=port,
@@ -117,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         record=args.record,
         udp=args.udp,
         http=args.http,
-        udp_config=udp.Config(token=read_token(args.udp_token_file)) if args.udp_token_file else None,
+        token=token,
         limits=HubLimits(
             queue_bytes=args.queue,
             max_clients=args.max_clients,
@@ -132,10 +151,6 @@ def run(args: argparse.Namespace) -> int:
         where = f"{host}:{port}" + (f", UDP {args.udp[0]}:{args.udp[1]}" if args.udp else "") + (
             f", HTTP {args.http[0]}:{args.http[1]}" if args.http else "")
         raise CommandError(f"cannot listen on {where}: {err.strerror or err}") from None
-    if not host.startswith("127.") and host not in ("localhost", "::1"):
-        logging.getLogger("lpm.server").warning(
-            "listening on %s, not loopback: anyone who can reach it can read these programs' streams", host
-        )
     udp_note = f", UDP {server.udp.address[0]}:{server.udp.address[1]}" if server.udp is not None else ""
     if server.web is not None:
         udp_note += f", web view http://{server.web.address[0]}:{server.web.address[1]}/"

@@ -28,6 +28,7 @@ notices.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import select
 import socket
 import threading
@@ -35,6 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import udp
 from ..errors import LpmError, ProtocolError
+from ..protocol import service
 from ..eventlog.events import Event
 from ..eventlog.reader import Header
 from .model import Snapshot
@@ -87,6 +89,7 @@ class Client:
         loop: Optional[asyncio.AbstractEventLoop] = None,
         transport: str = "tcp",
         udp_config: Optional[udp.Config] = None,
+        token: Optional[bytes] = None,
     ) -> None:
         if transport not in ("tcp", "udp"):
             raise ValueError(f"transport {transport!r} is not tcp or udp")
@@ -105,6 +108,9 @@ class Client:
         self.connected = threading.Event()
         self.connections = 0
         self.transport = transport
+        self.token = token
+        if transport == "udp" and token is not None:
+            udp_config = dataclasses.replace(udp_config or udp.Config(), token=token)
         self.udp_config = udp_config
         #: Over UDP: events that arrived, and that the transport reported
         #: lost, in all connections (the server's count of events sent to
@@ -195,6 +201,9 @@ class Client:
     # -- the connection ------------------------------------------------------------
 
     def _connect(self) -> None:
+        # One protocol per connection, made first: the auth request and the
+        # ones after it draw their ids from it, so no reply is taken for another's.
+        self._protocol = ClientProtocol(raw=self.on_raw is not None)
         if self.transport == "udp":
             link = UdpLink(self.address, self.udp_config, last_server_id=self._server_id)
             link.connect(self.connect_timeout)
@@ -204,12 +213,27 @@ class Client:
             return
         sock = socket.create_connection(self.address, timeout=self.connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.token is not None:
+            self._authenticate(sock)
         sock.settimeout(None)
         self._sock = sock
         self._connected()
 
+    def _authenticate(self, sock: socket.socket) -> None:
+        """Answer the server's challenge (within the connect timeout)."""
+        while True:
+            data = sock.recv(1 << 16)
+            if not data:
+                raise ConnectionError("the server closed the connection before its challenge")
+            for m in self._protocol.feed(data):
+                if isinstance(m, ServiceMessage) and m.message.get("notice") == "challenge":
+                    assert self.token is not None
+                    proof = service.proof(self.token, str(m.message["nonce"]))
+                    _, request = self._protocol.request("auth", proof=proof)
+                    sock.sendall(request)
+                    return
+
     def _connected(self) -> None:
-        self._protocol = ClientProtocol(raw=self.on_raw is not None)
         self.connections += 1
         self.connected.set()
         if self.subscription is not None:

@@ -16,7 +16,9 @@ Every request gets exactly one reply or error with its ``id``.  Requests
 generation, declaring its code objects again, which a client that joined
 mid-stream needs to name its stack samples); ``client`` (what the server sent
 this connection: events forwarded and dropped, and over UDP the items its
-events channel offered).  Notices the server sends unasked:
+events channel offered); ``auth`` (``proof``: the answer to the ``challenge``
+notice a server with a token sends first, see :func:`proof`).  Notices the
+server sends unasked:
 ``dropped`` (a slow client lost events), ``source-added``, ``source-gone``.
 """
 
@@ -39,6 +41,7 @@ OPS: Dict[str, tuple[str, ...]] = {
     "rate": ("source", "hz"),
     "resend": ("source",),
     "client": (),
+    "auth": ("proof",),
 }
 
 #: Event classes a subscription can name, by the type ids they hold.
@@ -153,3 +156,12 @@ def class_filter(classes: Any) -> Optional[frozenset[int]]:
         else:
             raise ValueError(f"unknown event class {item!r}; classes are: {', '.join(CLASSES)} or type ids")
     return frozenset(ids)
+
+
+def proof(token: bytes, nonce_hex: str) -> str:
+    """The ``auth`` answer to a ``challenge``: hex HMAC-SHA256 of the nonce
+    under the token."""
+    import hashlib
+    import hmac
+
+    return hmac.new(token, bytes.fromhex(nonce_hex), hashlib.sha256).hexdigest()

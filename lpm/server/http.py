@@ -20,6 +20,8 @@ MAX_BODY = 64 << 10
 REASONS = {
     200: "OK",
     204: "No Content",
+    303: "See Other",
+    401: "Unauthorized",
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",

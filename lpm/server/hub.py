@@ -21,8 +21,10 @@ clients and asks it for the bytes to write to each client; time comes in as
 from __future__ import annotations
 
 import collections
+import hmac
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, List, Optional
 
@@ -71,6 +73,8 @@ class Client:
         self.dropped: Dict[int, int] = {}  #: events dropped since the last notice, by source
         self.dropped_total = 0
         self.sent_events = 0
+        self.authenticated = True  #: the hub clears it when it has a token
+        self.nonce = b""
         #: Counters the shell's transport keeps (UDP: events channel items), for the "client" op.
         self.transport: Dict[str, int] = {}
         self.close_reason: Optional[str] = None  #: set: write what is queued, then close
@@ -78,8 +82,13 @@ class Client:
 
 class Hub:
     def __init__(self, limits: HubLimits | None = None, control: Control | None = None,
-                 sink: Sink | None = None) -> None:
+                 sink: Sink | None = None, token: bytes | None = None) -> None:
         self.limits = limits or HubLimits()
+        #: With a token, a client must first answer the challenge notice it
+        #: gets on connecting: ``auth`` with ``proof`` = hex HMAC-SHA256 of
+        #: the challenge's nonce under the token (so a recorded answer is no
+        #: good on another connection); until then it gets nothing else.
+        self.token = token
         self.control = control
         self.sink = sink
         self.sources: Dict[int, Source] = {}
@@ -147,14 +156,20 @@ class Hub:
 
     # -- clients -----------------------------------------------------------------
 
-    def add_client(self, peer: str) -> Client | None:
-        """A new connection; None (and a log line) when the server has its maximum."""
+    def add_client(self, peer: str, authenticated: bool = False) -> Client | None:
+        """A new connection; None (and a log line) when the server has its
+        maximum.  ``authenticated``: its transport proved the token already
+        (UDP's handshake), so it gets no challenge."""
         if len(self.clients) >= self.limits.max_clients:
             log.warning("client %s refused: the server already has %d clients", peer, len(self.clients))
             return None
         client = Client(self._next_client, peer, self.limits.frame_bytes)
         self._next_client += 1
         self.clients[client.id] = client
+        if self.token is not None and not authenticated:
+            client.authenticated = False
+            client.nonce = os.urandom(16)
+            self._queue(client, encode_frame(Frame(Kind.SERVICE, 0, service.notice("challenge", nonce=client.nonce.hex()))))
         return client
 
     def remove_client(self, client: Client) -> None:
@@ -218,7 +233,7 @@ class Hub:
         self._queue(client, encode_frame(Frame(Kind.EVENTS, source.id, raw)))
 
     def _notice(self, client: Client, what: str, **fields: object) -> None:
-        if client.close_reason is None:
+        if client.close_reason is None and client.authenticated:
             self._queue(client, encode_frame(Frame(Kind.SERVICE, 0, service.notice(what, **fields))))
 
     # -- service -------------------------------------------------------------------
@@ -229,6 +244,9 @@ class Hub:
             raise ProtocolError(0, f"a client sends requests, not {message['type']}")
         try:
             request = service.parse_request(message)
+            if not client.authenticated:
+                self._authenticate(client, request)
+                return
             result, snapshots = self._answer(client, request)
         except service.BadRequest as bad:
             self._queue(client, encode_frame(Frame(Kind.SERVICE, 0, service.error(bad.id, bad.reason))))
@@ -236,6 +254,18 @@ class Hub:
         self._queue(client, encode_frame(Frame(Kind.SERVICE, 0, service.reply(request.id, result))))
         for source in snapshots:
             self._send_snapshot(client, source, header=request.op == "subscribe")
+
+    def _authenticate(self, client: Client, request: service.Request) -> None:
+        assert self.token is not None
+        proof = request.args.get("proof") if request.op == "auth" else None
+        expected = service.proof(self.token, client.nonce.hex())
+        if not isinstance(proof, str) or not hmac.compare_digest(proof.encode("ascii", "replace"), expected.encode()):
+            reason = "wrong token" if request.op == "auth" else "authenticate first (auth with the token's proof)"
+            self._queue(client, encode_frame(Frame(Kind.SERVICE, 0, service.error(request.id, reason))))
+            self._close(client, f"not authenticated: {reason}")
+            return
+        client.authenticated = True
+        self._queue(client, encode_frame(Frame(Kind.SERVICE, 0, service.reply(request.id, {"ok": True}))))
 
     def _source_arg(self, request: service.Request, key: str = "source") -> Source:
         value = request.args.get(key)
@@ -266,6 +296,8 @@ class Hub:
             for source in chosen:
                 self._subscribe(client, source, classes, snapshot=False)
             return {"sources": [s.id for s in chosen]}, chosen
+        if op == "auth":
+            raise service.BadRequest(request.id, "already authenticated")
         if op == "unsubscribe":
             client.subs.clear()
             client.all_sources = False

@@ -23,6 +23,7 @@ every :data:`POLL_INTERVAL` until bytes or a writer arrive.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import glob
 import logging
@@ -69,6 +70,7 @@ class ServerConfig:
     udp: Optional[Tuple[str, int]] = None  #: also serve clients over the UDP transport here
     udp_config: Optional[udp_core.Config] = None
     http: Optional[Tuple[str, int]] = None  #: serve the web view and /metrics here
+    token: Optional[bytes] = None  #: every client, on every transport, must prove it
     http_interval: float = 1.0  #: seconds between the web view's updates
 
 
@@ -131,7 +133,8 @@ class Server:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.hub = Hub(config.limits, control=self._control, sink=self._record if config.record else None)
+        self.hub = Hub(config.limits, control=self._control, sink=self._record if config.record else None,
+                       token=config.token)
         self.selector = selectors.DefaultSelector()
         self.listener: Optional[socket.socket] = None
         self.address: tuple[str, int] = (config.host, config.port)
@@ -163,12 +166,15 @@ class Server:
         self.selector.register(sock, selectors.EVENT_READ, ("listen", None))
         log.info("listening on %s:%d", self.address[0], self.address[1])
         if self.config.udp is not None:
-            self.udp = UdpListener(self.hub, *self.config.udp, config=self.config.udp_config)
+            udp_config = self.config.udp_config or udp_core.Config()
+            if self.config.token is not None:
+                udp_config = dataclasses.replace(udp_config, token=self.config.token)
+            self.udp = UdpListener(self.hub, *self.config.udp, config=udp_config)
             self.selector.register(self.udp.sock, selectors.EVENT_READ, ("udp", None))
             log.info("listening on UDP %s:%d", *self.udp.address)
         if self.config.http is not None:
             self.web = WebListener(self.hub, *self.config.http, transports=self._transports,
-                                   interval=self.config.http_interval)
+                                   interval=self.config.http_interval, token=self.config.token)
             self.selector.register(self.web.sock, selectors.EVENT_READ, ("http", None))
             self.web.on_close = self._unwatch
             log.info("web view and /metrics on http://%s:%d/", *self.web.address)

@@ -112,7 +112,8 @@ class UdpListener:
             connection, event = got
             key = id(connection)
             if isinstance(event, udp.Connected):
-                client = self.hub.add_client(f"udp {_peer(connection.addr)}")
+                # The handshake proved the token, if the server has one.
+                client = self.hub.add_client(f"udp {_peer(connection.addr)}", authenticated=True)
                 if client is None:
                     connection.close(now, "the server has its maximum of clients")
                     continue

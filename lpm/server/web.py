@@ -25,6 +25,7 @@ is closed: the page reconnects and starts from the next update.
 
 from __future__ import annotations
 
+import hmac
 import importlib
 import json
 import logging
@@ -71,8 +72,12 @@ class WebListener:
     """
 
     def __init__(self, hub: Hub, host: str, port: int, transports: Callable[[], Dict[str, int]],
-                 interval: float = 1.0) -> None:
+                 interval: float = 1.0, token: Optional[bytes] = None) -> None:
         self.hub = hub
+        #: With a token every request must carry it: ``Authorization: Bearer``
+        #: (Prometheus' ``authorization`` setting), the cookie the page gets
+        #: when opened once as ``/?token=...``, or that query on any URL.
+        self.token = token
         self.transports = transports
         self.interval = interval
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -183,6 +188,15 @@ class WebListener:
 
     def _handle(self, conn: _Conn, request: Request) -> None:
         try:
+            if self.token is not None and not self._authorized(request):
+                raise HttpError(401, "this server needs its token: open /?token=TOKEN once, "
+                                     "or send Authorization: Bearer TOKEN")
+            if self.token is not None and request.path == "/" and "token" in request.query:
+                # The page, its fetches and its event stream carry a cookie
+                # from now on; the token leaves the address bar.
+                cookie = f"lpm_token={request.query['token']}; HttpOnly; SameSite=Strict; Path=/"
+                self._reply(conn, response(303, b"", headers=[("Location", "/"), ("Set-Cookie", cookie)]))
+                return
             if request.method == "POST" and request.path in ("/api/pause", "/api/resume"):
                 self._reply(conn, self._control(request, request.path.rsplit("/", 1)[1]))
                 return
@@ -212,6 +226,21 @@ class WebListener:
         if asset is None:
             raise HttpError(404, f"nothing at {path}")
         return response(200, asset[0], asset[1])
+
+    def _authorized(self, request: Request) -> bool:
+        assert self.token is not None
+        offered: List[str] = []
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            offered.append(auth[7:].strip())
+        for part in request.headers.get("cookie", "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == "lpm_token":
+                offered.append(value)
+        if "token" in request.query:
+            offered.append(request.query["token"])
+        # Every candidate compared in constant time, and all of them.
+        return any([hmac.compare_digest(o.encode("utf-8", "replace"), self.token) for o in offered])
 
     def _control(self, request: Request, op: str) -> bytes:
         source = self._source(request)

@@ -136,7 +136,7 @@ def test_hostile_datagrams_and_a_wrong_token_leave_a_good_udp_client_alone(tmp_p
     lpm_dir.mkdir(mode=0o700)
     token = tmp_path / "token"
     token.write_text("s3cret\n")
-    server, _, udp_address = start_udp_server(tmp_path, "--dir", str(lpm_dir), "--udp-token-file", str(token))
+    server, _, udp_address = start_udp_server(tmp_path, "--dir", str(lpm_dir), "--token-file", str(token))
     relay = LossyRelay(udp_address, loss=0.0, duplicate=0.0, reorder=0.0)
     relay.start()
     until = tmp_path / "stop"
