@@ -24,7 +24,6 @@ import secrets
 import signal
 import sys
 
-from .. import udp
 from ..errors import CommandError
 from ..server.hub import HubLimits
 from ..server.shell import Server, ServerConfig
