@@ -82,6 +82,9 @@ MAX_EVENT: Final = EVENT_HEAD.size + PAYLOAD_LEN.size + MAX_PAYLOAD
 #: extra field is always empty, and GHC 9.0.2 declares 69 types in 2,688 bytes.
 MAX_DESCRIPTION: Final = 4096
 MAX_EXTRA: Final = 65536
+#: A whole header's bytes at most: GHC's and lpm's are tens of KiB; a source
+#: declaring ever more types must not make a reader hold gigabytes.
+MAX_HEADER: Final = 4 << 20
 #: Ids are u16, so a header can hold at most this many distinct types.
 MAX_EVENT_TYPES: Final = 0x10000
 

@@ -521,6 +521,8 @@ class EventLogReader:
             raise FormatError(self._base + end, f"event type {type_id}: expected 'ete\\0', found {bytes(buf[end:end + 4])!r}")
         if type_id in self._types:
             raise FormatError(self._base + pos, f"event type {type_id} is declared twice")
+        if len(self._header_raw) + (end + 4 - pos) > fmt.MAX_HEADER:
+            raise FormatError(self._base + pos, f"the header exceeds {fmt.MAX_HEADER} bytes")
         if type_id == _END:
             raise FormatError(self._base + pos, "event type 65535 is reserved for the end marker")
         desc = bytes(buf[pos + fmt.ET_HEAD.size : at]).decode("utf-8", "replace")

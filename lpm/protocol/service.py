@@ -101,6 +101,8 @@ def decode(payload: bytes) -> Dict[str, Any]:
         message = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
         raise ProtocolError(0, f"service message is not UTF-8 JSON: {err}") from None
+    except RecursionError:  # [[[[... nested deeper than the parser recurses
+        raise ProtocolError(0, "service message nests too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError(0, "service message is not a JSON object")
     if message.get("type") not in ("request", "reply", "error", "notice"):

@@ -106,7 +106,10 @@ def _parse_head(head: bytes) -> Tuple[str, str, Dict[str, str], Dict[str, str], 
     length = int(length_text)
     if length > MAX_BODY:
         raise HttpError(413, f"request body over {MAX_BODY} bytes")
-    url = urlsplit(target)
+    try:
+        url = urlsplit(target)
+    except ValueError as err:  # a malformed host: "http://[x/"
+        raise HttpError(400, f"bad request target: {err}") from None
     query = {k: v for k, v in parse_qsl(url.query, keep_blank_values=True)}
     return method, unquote(url.path) or "/", query, headers, length
 

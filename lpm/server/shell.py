@@ -500,7 +500,11 @@ class Server:
         if not data:
             self._drop_client(client, "disconnected")
             return
-        self.hub.client_data(client, data)
+        try:
+            self.hub.client_data(client, data)
+        except Exception:  # a bug its bytes found: that client goes, the server stays
+            log.exception("client %d (%s): internal error on its input; disconnected", client.id, client.peer)
+            self._drop_client(client, "internal error")
 
     def _client_write(self, client: Client) -> None:
         sock = self._sockets[client.id]

@@ -125,7 +125,11 @@ class UdpListener:
             elif isinstance(event, udp.Message):
                 pair = self._clients.get(key)
                 if pair is not None and event.channel == udp.Channel.CONTROL:
-                    self.hub.client_data(pair[1], event.data)
+                    try:
+                        self.hub.client_data(pair[1], event.data)
+                    except Exception:  # a bug its bytes found: that client goes, the server stays
+                        log.exception("client %d: internal error on its input; disconnected", pair[1].id)
+                        connection.close(now, "internal error")
             elif isinstance(event, udp.Closed):
                 pair = self._clients.pop(key, None)
                 if pair is not None:

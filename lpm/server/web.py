@@ -131,11 +131,19 @@ class WebListener:
             return  # a browser says nothing more on an event stream; a request after ours is ignored
         try:
             request = conn.parser.feed(data)
-        except HttpError as err:
+        except Exception as err:  # HttpError, or a bug the bytes found: either way that peer only
+            if not isinstance(err, HttpError):
+                log.exception("http: %s: internal error parsing a request", conn.peer)
+                err = HttpError(400, "bad request")
             self._reply(conn, response(err.status, (err.message + "\n").encode()))
             return
         if request is not None:
-            self._handle(conn, request)
+            try:
+                self._handle(conn, request)
+            except Exception:  # a bug the request found: a 500 for it, the server stays
+                log.exception("http: %s: internal error on %s %s", conn.peer, request.method, request.path)
+                conn.out.clear()
+                self._reply(conn, response(500, b"internal error\n"))
 
     def write(self, fd: int) -> None:
         conn = self.conns.get(fd)

@@ -42,8 +42,7 @@ from lpm.eventlog.writer import EventLogWriter, EventType
 from lpm.protocol import service
 from lpm.protocol.frames import HEAD, MAGIC, Frame, FrameDecoder, Kind, encode_frame
 from lpm.server import http
-from lpm.server.hub import Client, Hub
-from lpm.server.source import Source
+from lpm.server.hub import Hub
 from lpm.udp import Channel, ClientConnection, Config, Server
 from lpm.udp import packet as udp_packet
 
@@ -239,12 +238,7 @@ class Report:
 #: Bugs found by fuzzing and not fixed yet, by a fragment of their signature;
 #: each has an ``xfail(strict=True)`` reproducer in test_fuzz.py.  The quick
 #: suite tolerates these (and only these); bench/fuzz.py reports them.
-KNOWN: Dict[str, str] = {
-    "RecursionError in lpm/protocol/service.py:decode":
-        "service.decode lets json's RecursionError out for deeply nested JSON",
-    "ValueError in lpm/server/http.py:_parse_head":
-        "RequestParser lets urlsplit's ValueError ('Invalid IPv6 URL') out for a target like 'http://['",
-}
+KNOWN: Dict[str, str] = {}
 
 
 def known_bug(signature: str) -> Optional[str]:
