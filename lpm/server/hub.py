@@ -222,6 +222,9 @@ class Hub:
 
     def _queue_events(self, client: Client, source: Source, raw: bytes, count: int, sub: Subscription) -> None:
         if client.queued + len(raw) > self.limits.queue_bytes:
+            if not client.dropped_total:
+                log.warning("client %d (%s) is slow: events past its queue of %d bytes are dropped "
+                            "(it is told how many; said once)", client.id, client.peer, self.limits.queue_bytes)
             client.dropped[source.id] = client.dropped.get(source.id, 0) + count
             client.dropped_total += count
             # Unfiltered, what follows is mid-block: resume at the next block

@@ -98,7 +98,7 @@ class Source:
         self.path = path
         self.pid = pid
         self.reader = EventLogReader(strict=False)
-        self.state = SourceState(limits)
+        self.state = SourceState(limits, label=f"source {id} ({name})")
         self.header: Optional[bytes] = None
         self.bytes_in = 0
         self.events_in = 0

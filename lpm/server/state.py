@@ -20,6 +20,7 @@ table is pruned to its busiest entries, and what was evicted is counted.
 from __future__ import annotations
 
 import collections
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -30,6 +31,8 @@ from ..eventlog.events import EVENT_TYPES, STOP_STATUS, Event
 from ..eventlog.reader import RawRun
 from ..leech.redact import redact_argv, redact_env
 from .flame import Stacks
+
+log = logging.getLogger("lpm.server")
 
 
 @dataclass(frozen=True)
@@ -121,8 +124,10 @@ _GHC_STATUS = {
 class SourceState:
     """What one source's events say about its program, kept up to date."""
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, label: str = "a source") -> None:
         self.limits = limits or Limits()
+        self.label = label  #: names the source in the log lines of limits hit
+        self._limits_hit: set[str] = set()
         self.time_ns = 0
         self.headers = 0
         self.events = 0
@@ -262,6 +267,8 @@ class SourceState:
             victim = min(self.threads.values(), key=lambda t: t.last_ns)
         del self.threads[victim.id]
         self.threads_evicted += 1
+        self._limit("threads", f"more than {self.limits.threads} threads: the oldest finished (else the "
+                               "longest quiet) are forgotten; threads_evicted counts them")
         acct = self.accounting.threads.pop(victim.id, None)
         if acct is not None:
             self.retired.received += acct.received
@@ -352,6 +359,7 @@ class SourceState:
             if e.task_id not in self.tasks and len(self.tasks) >= self.limits.tasks:
                 del self.tasks[next(iter(self.tasks))]
                 self.tasks_evicted += 1
+                self._limit("tasks", f"more than {self.limits.tasks} tasks: the oldest are forgotten")
             self.tasks[e.task_id] = {"id": e.task_id, "cap": e.cap_no, "tid": e.tid, "created_ns": e.ts}
         elif isinstance(e, ev.TaskMigrate):
             task = self.tasks.get(e.task_id)
@@ -437,6 +445,8 @@ class SourceState:
         if c is None:
             if len(self.counters) >= self.limits.counters:
                 self.counters_dropped += 1
+                self._limit("counters", f"more than {self.limits.counters} counter names: new ones are dropped "
+                                        "(counters_dropped)")
                 return
             c = self.counters[e.name] = {"value": e.value, "count": 0, "min": e.value, "max": e.value}
         c["value"] = e.value
@@ -473,6 +483,9 @@ class SourceState:
         assert isinstance(e, ev.PyCode)
         if e.code in self._codes or len(self._codes) < self.limits.codes:
             self._codes[e.code] = (e.name, e.filename, e.first_line)
+        else:
+            self._limit("codes", f"more than {self.limits.codes} code objects in one generation: samples "
+                                 "through the others show their frames as '?'")
 
     def _sample(self, e: Event) -> None:
         assert isinstance(e, ev.PySample)
@@ -502,6 +515,14 @@ class SourceState:
         cut = max(0, min(self.limits.functions * 4 // 5, self.limits.functions - room))
         self.functions_pruned += len(keep) - cut
         self.functions = dict(keep[:cut])
+        self._limit("functions", f"more than {self.limits.functions} functions sampled: the least sampled "
+                                 "are forgotten (functions_pruned)")
+
+    def _limit(self, name: str, text: str) -> None:
+        """A limit was hit: said once per source and limit; counted always."""
+        if name not in self._limits_hit:
+            self._limits_hit.add(name)
+            log.warning("%s: %s", self.label, text)
 
     # -- loss ---------------------------------------------------------------------
 

@@ -92,6 +92,7 @@ class WebListener:
         #: loop stops watching it, so its descriptor can be reused).
         self.on_close: Callable[[socket.socket], None] = lambda sock: None
         self._next_update = 0.0
+        self._refused = 0
         self.updates = 0
 
     # -- the loop's calls -----------------------------------------------------------
@@ -108,6 +109,9 @@ class WebListener:
                 log.warning("http: accept failed: %s", err)
                 return socks
             if len(self.conns) >= MAX_CONNECTIONS:
+                if not self._refused:
+                    log.warning("http: %d connections open; more are refused (said once)", MAX_CONNECTIONS)
+                self._refused += 1
                 sock.close()
                 continue
             sock.setblocking(False)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from collections import Counter
@@ -1080,3 +1081,18 @@ def test_pruning_inside_a_sample_keeps_its_counts() -> None:
     ], Limits(functions=2))
     for f in state.snapshot()["functions"]:
         assert f["total"] >= 1, f"{f['name']} is listed with no sample: {f}"
+
+
+def test_each_limit_hit_is_said_once_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    state = SourceState(Limits(threads=3, counters=2, codes=2), label="source 7 (app)")
+    with caplog.at_level(logging.WARNING, logger="lpm.server"):
+        for n in range(10):
+            state.add(ev.CreateThread(n, None, n))
+            state.add(ev.PyCounter(n, None, 1.0, f"c{n}"))
+            state.add(ev.PyCode(n, None, n + 1, 1, f"f{n}", "a.py"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines
+    assert all(line.startswith("source 7 (app): more than ") for line in lines)
+    for what in ("threads", "counter names", "code objects"):
+        assert sum(what in line for line in lines) == 1, f"{what}: {lines}"
+    assert state.threads_evicted == 7 and state.counters_dropped == 8, "counted past the one log line"
