@@ -1,0 +1,70 @@
+"""Secrets (issue 8): a program's secret-looking environment values and
+argv passwords appear in no output lpm makes by default: the stream and its
+recording, the server's snapshots over TCP, UDP and HTTP, the web stream,
+/metrics, and the CLI's state, show and export."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from .wire import PATIENCE, PROGRAMS, start_server, wait_for, web_address
+
+SECRETS = ["s3cr3t-env-value", "hunter2-argv-value", "url-pass-value"]
+
+
+def test_no_secret_reaches_any_output(tmp_path: Path) -> None:
+    lpm_dir = tmp_path / "lpm"
+    lpm_dir.mkdir(mode=0o700)
+    record = tmp_path / "rec"
+    server, address = start_server(tmp_path, "--dir", str(lpm_dir), "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0",
+                                   "--record", str(record))
+    until = tmp_path / "stop"
+    env = dict(os.environ, LPM_DIR=str(lpm_dir), API_TOKEN=SECRETS[0],
+               DB_URL=f"postgres://app:{SECRETS[2]}@db/x")
+    program = subprocess.Popen(
+        [sys.executable, "-m", "lpm", "run", str(PROGRAMS / "steady.py"), str(until), f"--password={SECRETS[1]}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    outputs: dict[str, bytes] = {}
+    try:
+        host, port = web_address(tmp_path)
+        base = f"http://{host}:{port}"
+        cli = [sys.executable, "-m", "lpm", "client", "--server", f"{address[0]}:{address[1]}", "--timeout", "20"]
+
+        def run(*args: str) -> bytes:
+            done = subprocess.run([*cli, *args], capture_output=True, timeout=PATIENCE)
+            assert done.returncode == 0, done.stderr
+            return done.stdout + done.stderr
+
+        wait_for(lambda: b"API_TOKEN" in run("state", "1", "--json"), "the program's environment in its state")
+        outputs["state --json"] = run("state", "1", "--json")
+        outputs["state"] = run("state", "1")
+        outputs["show"] = run("show", "--source", "1", "--count", "50")
+        outputs["export chrome"] = run("export", "chrome", "--source", "1", "--seconds", "1", "-o", "-")
+        for path in ("/api/sources", "/api/state?source=1", "/metrics"):
+            with urllib.request.urlopen(base + path, timeout=PATIENCE) as reply:
+                outputs[path] = reply.read()
+        with urllib.request.urlopen(base + "/api/stream", timeout=PATIENCE) as stream:
+            outputs["/api/stream"] = stream.readline() + stream.readline()
+        until.touch()
+        assert program.wait(PATIENCE) == 0
+        wait_for(lambda: any(record.glob("*.eventlog")), "the recording")
+    finally:
+        until.touch()
+        if program.poll() is None:
+            program.kill()
+        server.terminate()
+        server.wait(PATIENCE)
+    [recording] = list(record.glob("*.eventlog"))
+    outputs["recording"] = recording.read_bytes()
+    show = subprocess.run([sys.executable, "-m", "lpm", "show", str(recording)], capture_output=True, timeout=PATIENCE)
+    outputs["lpm show"] = show.stdout
+    outputs["server log"] = (tmp_path / "server.log").read_bytes()
+    assert b"API_TOKEN=<redacted>" in outputs["state --json"] and b"<redacted>" in outputs["recording"]
+    for name, data in outputs.items():
+        for secret in SECRETS:
+            assert secret.encode() not in data, f"{secret} in {name}"
