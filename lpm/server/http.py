@@ -81,11 +81,7 @@ class RequestParser:
 
 
 def _parse_head(head: bytes) -> Tuple[str, str, Dict[str, str], Dict[str, str], int]:
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # latin-1 decodes every byte; kept for clarity of intent
-        raise HttpError(400, "undecodable request head") from None
-    lines = text.split("\r\n")
+    lines = head.decode("latin-1").split("\r\n")  # latin-1: every byte decodes, as HTTP/1.1 allows
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
         raise HttpError(400, f"not an HTTP/1.x request line: {lines[0][:80]!r}")
