@@ -194,6 +194,11 @@ class Hub:
 
     def take_output(self, client: Client, limit: int = 1 << 20) -> bytes:
         """Up to about ``limit`` queued bytes for the client's socket."""
+        return b"".join(self.take_frames(client, limit))
+
+    def take_frames(self, client: Client, limit: int = 1 << 20) -> List[bytes]:
+        """The same, as the frames they are (each encoded whole), for a
+        transport that sends each kind its own way (UDP)."""
         parts: List[bytes] = []
         size = 0
         while client.out and size < limit:
@@ -205,7 +210,7 @@ class Hub:
             for source_id, events in client.dropped.items():
                 self._notice(client, "dropped", source=source_id, events=events)
             client.dropped = {}
-        return b"".join(parts)
+        return parts
 
     def _close(self, client: Client, reason: str) -> None:
         if client.close_reason is None:

@@ -26,8 +26,7 @@ import socket
 from typing import Dict, Hashable, List, Optional, Tuple, cast
 
 from .. import udp
-from ..errors import ProtocolError
-from ..protocol.frames import Frame, FrameDecoder, Kind, encode_frame
+from ..protocol.frames import HEAD, Kind
 from .datagrams import EventPacker
 from .hub import Client, Hub
 
@@ -58,7 +57,6 @@ class UdpListener:
         self.address: Tuple[str, int] = self.sock.getsockname()[:2]
         self._clients: Dict[int, Tuple[udp.ServerConnection, Client]] = {}  # id(connection) ->
         self._packers: Dict[int, EventPacker] = {}  # hub client id -> its packer
-        self._decoders: Dict[int, FrameDecoder] = {}  # hub client id -> frames of its output
         self._logged: set[str] = set()
 
     def fileno(self) -> int:
@@ -119,7 +117,6 @@ class UdpListener:
                     continue
                 self._clients[key] = (connection, client)
                 self._packers[client.id] = EventPacker(connection.max_events_payload)
-                self._decoders[client.id] = FrameDecoder(1 << 30)
                 client.transport.update(udp_items_sent=0, udp_items_shed=0, udp_items_reliable=0)
                 log.info("client %d connected over UDP from %s", client.id, _peer(connection.addr))
             elif isinstance(event, udp.Message):
@@ -138,37 +135,27 @@ class UdpListener:
     def _forward(self, connection: udp.ServerConnection, client: Client, now: float) -> None:
         if connection.is_closed:
             return
-        decoder = self._decoders[client.id]
         packer = self._packers[client.id]
-        while connection.queued_bytes < MAX_QUEUED and client.out:  # take_output gives whole frames
-            decoder.feed(self.hub.take_output(client, 256 << 10))
-            try:
-                while True:
-                    frame = decoder.next_frame()
-                    if frame is None:
-                        break
-                    self._send_frame(connection, client, packer, frame, now)
-            except ProtocolError as err:  # the hub's own output: a bug, not the peer's doing
-                log.error("udp: client %d: bad frame from the hub: %s", client.id, err)
-                connection.close(now, "internal error")
-                return
-        if client.close_reason is not None and not client.out and not decoder.buffered:
+        while connection.queued_bytes < MAX_QUEUED and client.out:
+            for frame in self.hub.take_frames(client, 256 << 10):
+                self._send_frame(connection, client, packer, frame, now)
+        if client.close_reason is not None and not client.out:
             connection.close(now, client.close_reason)
 
-    def _send_frame(self, connection: udp.ServerConnection, client: Client, packer: EventPacker, frame: Frame,
+    def _send_frame(self, connection: udp.ServerConnection, client: Client, packer: EventPacker, frame: bytes,
                     now: float) -> None:
-        kind, source, payload = frame.kind, frame.source, frame.payload
-        raw = encode_frame(frame)
+        """One of the hub's frames (whole, as it encoded it) the way its kind goes."""
+        _, _, kind, _, source, _ = HEAD.unpack_from(frame)
         try:
-            if kind is Kind.SERVICE:
-                connection.send_message(udp.Channel.CONTROL, raw)
-            elif kind is Kind.HEADER:
-                packer.header(source, payload)
-                connection.send_message(udp.Channel.STATE, raw)
-            elif kind is Kind.STATE:
-                connection.send_message(udp.Channel.STATE, raw)
+            if kind == Kind.SERVICE:
+                connection.send_message(udp.Channel.CONTROL, frame)
+            elif kind == Kind.HEADER:
+                packer.header(source, frame[HEAD.size:])
+                connection.send_message(udp.Channel.STATE, frame)
+            elif kind == Kind.STATE:
+                connection.send_message(udp.Channel.STATE, frame)
             else:
-                for piece in packer.pack(source, payload):
+                for piece in packer.pack(source, frame[HEAD.size:]):
                     if piece.reliable:
                         connection.send_message(udp.Channel.STATE, piece.frame)
                         client.transport["udp_items_reliable"] += piece.items
@@ -177,7 +164,7 @@ class UdpListener:
                     else:
                         client.transport["udp_items_shed"] += piece.items
         except (ValueError, RuntimeError) as err:  # over the peer's message limit, or closing
-            log.warning("udp: client %d: %s frame not sent: %s", client.id, kind.name, err)
+            log.warning("udp: client %d: %s frame not sent: %s", client.id, Kind(kind).name, err)
 
     def _send(self, now: float) -> None:
         for data, addr in self.core.datagrams_to_send(now):
@@ -192,7 +179,6 @@ class UdpListener:
 
     def _forget(self, client: Client, reason: str) -> None:
         self._packers.pop(client.id, None)
-        self._decoders.pop(client.id, None)
         self.hub.remove_client(client)
         log.info("client %d (%s) gone: %s", client.id, client.peer, reason)
 
