@@ -26,7 +26,6 @@ is closed: the page reconnects and starts from the next update.
 from __future__ import annotations
 
 import hmac
-import importlib
 import json
 import logging
 import socket
@@ -34,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .. import web
 from . import metrics
 from .http import HttpError, Request, RequestParser, response, stream_event, stream_head
 from .hub import Hub
@@ -234,7 +234,7 @@ class WebListener:
             seconds = _integer(request, "seconds", 0, 0, 3600)
             return _json_response(200, self._source(request).state.stacks.tree(seconds))
         name = "index.html" if path == "/" else path.lstrip("/")
-        asset = _asset(name)
+        asset = web.asset(name)
         if asset is None:
             raise HttpError(404, f"nothing at {path}")
         return response(200, asset[0], asset[1])
@@ -279,16 +279,6 @@ class WebListener:
     def _reply(self, conn: _Conn, data: bytes) -> None:
         conn.out += data
         conn.closing = True
-
-
-def _asset(name: str) -> Optional[Tuple[bytes, str]]:
-    """The page's file ``name`` (lpm.web), or None."""
-    try:
-        pages = importlib.import_module("lpm.web")
-    except ImportError:
-        return None
-    found: Optional[Tuple[bytes, str]] = pages.asset(name)
-    return found
 
 
 def _snapshot(source: Source, max_threads: Optional[int] = None) -> Dict[str, Any]:
