@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 from pathlib import Path
 from typing import List
@@ -14,14 +13,8 @@ from lpm.client import Client
 from lpm.eventlog import EndOfStream, EventLogReader, events as ev
 from lpm.eventlog.reader import NEED_DATA
 
-from .wire import PATIENCE, python_program, start_server, wait_for
+from .wire import PATIENCE, free_port, python_program, start_server, wait_for
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _ticks(path: Path) -> tuple[List[int], EndOfStream]:
@@ -43,7 +36,7 @@ def _ticks(path: Path) -> tuple[List[int], EndOfStream]:
 def test_a_server_killed_and_restarted_under_a_program_and_a_client(tmp_path: Path) -> None:
     lpm_dir = tmp_path / "lpm"
     lpm_dir.mkdir(mode=0o700)
-    port = _free_port()
+    port = free_port()
     common = ["--listen", f"127.0.0.1:{port}", "--dir", str(lpm_dir)]
     first, address = start_server(tmp_path, *common, "--record", str(tmp_path / "first"))
     until = tmp_path / "stop"

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from ..ghc import peers
-from .wire import PATIENCE, python_program, start_server, wait_for, web_address
+from .wire import PATIENCE, free_port, python_program, start_server, wait_for, web_address
 
 
 def _get(url: str, method: str = "GET") -> tuple[int, bytes]:
@@ -35,12 +35,6 @@ def _json(url: str, method: str = "GET") -> Any:
     assert status == 200, f"{url}: {status} {body[:200]!r}"
     return json.loads(body)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -156,7 +150,7 @@ def test_a_real_prometheus_scrapes_metrics(live: Any, tmp_path: Path) -> None:
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         f"scrape_configs:\n  - job_name: lpm\n    static_configs:\n      - targets: ['{target}']\n"
     )
-    port = _free_port()
+    port = free_port()
     prom = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",

@@ -46,6 +46,14 @@ def start_server(tmp: Path, *extra: str) -> tuple[subprocess.Popen[str], tuple[s
     return proc, _address_in(line, "listening on")
 
 
+def free_port() -> int:
+    """A loopback TCP port nobody listens on (for a server that must come back on it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def web_address(tmp: Path) -> tuple[str, int]:
     """A server's web view address, from the log line that names it."""
     log = (tmp / "server.log").read_text()
