@@ -1553,7 +1553,7 @@ static int64_t walk_once(struct sampler *s, const PyThreadState *t, uintptr_t f,
     uint32_t depth = 0;
     for (int steps = 0; f != 0 && depth < MAX_DEPTH && steps < 4 * MAX_DEPTH; steps++) {
         frame_t fr;
-        if (f >= lo && f + sizeof fr <= hi)
+        if (f >= lo && f < hi && hi - f >= sizeof fr) /* no f + size: a torn pointer may be near 2^64 */
             memcpy(&fr, s->copy + (f - lo), sizeof fr);
         else if (peek(s, &fr, f, sizeof fr) < 0)
             return -1;
