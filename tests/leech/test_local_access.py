@@ -21,9 +21,13 @@ def test_a_planted_symlink_is_never_followed(tmp_path: Path, implementation: str
     fifo = wait_for_fifo(tmp_path, proc)
     target = tmp_path.parent / f"{tmp_path.name}-target"
     target.write_bytes(b"")
+    control = Path(str(fifo)[: -len(".data")] + ".ctl")
+    deadline = time.monotonic() + PATIENCE
+    while not control.exists():  # made just after the data FIFO
+        assert time.monotonic() < deadline, "no control FIFO"
+        time.sleep(0.005)
     os.unlink(fifo)
     os.symlink(target, fifo)
-    control = Path(str(fifo)[: -len(".data")] + ".ctl")
     os.unlink(control)
     os.symlink(target, control)
     time.sleep(1.0)  # the writer retries its reader with backoff meanwhile
