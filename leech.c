@@ -252,7 +252,6 @@ struct thread {
     uint8_t *label; /* clip_text(name) */
     uint32_t label_len;
     uint8_t live, in_by_ident;
-    uint8_t adopted; /* numbered by the background sampler, default name */
     uint8_t unannounced, unclosed; /* the writer's blocks still to come */
     struct thread *next_free;
 };
@@ -961,8 +960,6 @@ static void *no_slot(void)
     return NULL;
 }
 
-static void name_adopted(struct ctx *c, struct thread *st);
-
 /* PureSink._register.  No lock held.  NULL with an exception on failure,
  * NULL without one for an inherited context (whose events go nowhere). */
 static struct thread *register_thread(struct ctx *c)
@@ -1003,49 +1000,13 @@ static struct thread *register_thread(struct ctx *c)
      * it emitted: this is that thread. */
     pthread_mutex_lock(&c->lock);
     st->native_id = native_id;
-    int adopted = st->adopted;
-    st->adopted = 0;
     pthread_mutex_unlock(&c->lock);
     if (watch_thread(c, st) < 0)
         return NULL;
     tls.serial = c->serial;
     tls.st = st;
     tls.gen = st->gen;
-    if (adopted)
-        name_adopted(c, st);
     return st;
-}
-
-/* A thread the background sampler numbered before it emitted (adopt())
- * carries the default name; at its first event it gets its own, which the
- * monitor's scan would give it only if it lived that long.  Best effort: on
- * any failure it keeps the default. */
-static void name_adopted(struct ctx *c, struct thread *st)
-{
-    PyObject *name = thread_name();
-    uint8_t *label = NULL;
-    uint32_t label_len = 0;
-    if (name == NULL || PyUnicode_GET_LENGTH(name) == 0 || make_label(c, name, &label, &label_len) < 0) {
-        PyErr_Clear();
-        Py_XDECREF(name);
-        return;
-    }
-    pthread_mutex_lock(&c->lock);
-    int announced = !st->unannounced;
-    uint8_t *old = st->label;
-    st->label = label;
-    st->label_len = label_len;
-    pthread_mutex_unlock(&c->lock);
-    free(old);
-    struct text t;
-    if (announced && text_prepare(c, name, &t) == 0) { /* else the announcement carries the new label */
-        uint64_t ts = now(c);
-        uint8_t head[HEAD + 2 + 4];
-        put32(put16(put_head(head, EV_THREAD_LABEL, ts), (uint16_t)(4 + t.bytes)), st->number);
-        put_event(c, st, ts, head, sizeof head, &t);
-    }
-    PyErr_Clear();
-    Py_DECREF(name);
 }
 
 static inline struct thread *current(struct ctx *c)
@@ -1710,11 +1671,8 @@ static int64_t adopt(struct sampler *s, const PyThreadState *t)
 #endif
     pthread_mutex_lock(&c->lock);
     struct thread *st = find_by_ident(c, t->thread_id);
-    if (st == NULL) {
+    if (st == NULL)
         st = new_thread(c, t->thread_id, native_id, NULL, NULL, 0);
-        if (st != NULL)
-            st->adopted = 1;
-    }
     int64_t number = st != NULL ? (int64_t)st->number : -1;
     pthread_mutex_unlock(&c->lock);
     return number;
