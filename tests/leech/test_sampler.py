@@ -54,9 +54,12 @@ def test_samples_while_a_c_call_holds_the_gil(tmp_path: Path, sampler: str) -> N
         # 120 expected at 200 Hz; a busy machine may starve the sampler some.
         assert len(in_hog) >= 20, f"{len(in_hog)} samples in hog() while it held the GIL"
     else:
-        # At most the edges: the call into hog() and the return from sum()
-        # are where the interpreter hands the GIL over.
-        assert len(inside) <= 2, f"{len(inside)} samples taken with the GIL while a C call held it"
+        # Samples can land at the edges, where the interpreter hands the GIL
+        # over (a few of them when the machine is busy), never in the C call:
+        # nothing in the middle half of the time between the markers.
+        quarter = (end - start) // 4
+        middle = [ts for ts, _, _ in samples(stream) if start + quarter < ts < end - quarter]
+        assert middle == [], f"{len(middle)} samples taken with the GIL while a C call held it"
 
 
 @needs_native
