@@ -241,6 +241,9 @@ struct buf {
     uint32_t flushed, flushed_events; /* the writer's: what is already in blocks */
 };
 
+/* Events that look for a default-named thread's own name (name_unnamed). */
+#define NAME_TRIES 16
+
 struct thread {
     uint64_t gen; /* bumped when the thread ends */
     uint64_t seq;
@@ -252,6 +255,7 @@ struct thread {
     uint8_t *label; /* clip_text(name) */
     uint32_t label_len;
     uint8_t live, in_by_ident;
+    uint8_t unnamed; /* default name: tries left to find its own (name_unnamed) */
     uint8_t unannounced, unclosed; /* the writer's blocks still to come */
     struct thread *next_free;
 };
@@ -816,6 +820,7 @@ static struct thread *new_thread(struct ctx *c, unsigned long ident, unsigned lo
     st->label_len = label_len;
     st->live = 1;
     st->unannounced = 1;
+    st->unnamed = given != name || name == NULL ? NAME_TRIES : 0;
     c->slot_used[slot / 64] |= UINT64_C(1) << (slot % 64);
     struct thread *old = find_by_ident(c, ident);
     if (old != NULL)
@@ -960,12 +965,18 @@ static void *no_slot(void)
     return NULL;
 }
 
+static void name_unnamed(struct ctx *c, struct thread *st);
+
 /* PureSink._register.  No lock held.  NULL with an exception on failure,
  * NULL without one for an inherited context (whose events go nowhere). */
 static struct thread *register_thread(struct ctx *c)
 {
     if (inherited(c))
         return NULL;
+    if (tls.serial == c->serial && tls.st->gen == tls.gen) { /* registered, still unnamed */
+        name_unnamed(c, tls.st);
+        return tls.st;
+    }
     unsigned long ident = PyThread_get_thread_ident();
     unsigned long native_id = PyThread_get_thread_native_id();
     pthread_mutex_lock(&c->lock);
@@ -1006,12 +1017,51 @@ static struct thread *register_thread(struct ctx *c)
     tls.serial = c->serial;
     tls.st = st;
     tls.gen = st->gen;
+    if (st->unnamed)
+        name_unnamed(c, st);
     return st;
+}
+
+/* A thread numbered before threading listed it (by the background
+ * sampler's adopt(), the monitor's scan, or its own first event: a
+ * collection in its start-up) carries the default name.  Its next events,
+ * up to NAME_TRIES of them, look for its own name, which the monitor's scan
+ * would find only if the thread lived that long.  A thread threading never
+ * lists (started with _thread) costs those few lookups and keeps the
+ * default. */
+static void name_unnamed(struct ctx *c, struct thread *st)
+{
+    PyObject *name = thread_name();
+    uint8_t *label = NULL;
+    uint32_t label_len = 0;
+    if (name == NULL || PyUnicode_GET_LENGTH(name) == 0 || make_label(c, name, &label, &label_len) < 0) {
+        PyErr_Clear();
+        Py_XDECREF(name);
+        st->unnamed--;
+        return;
+    }
+    st->unnamed = 0;
+    pthread_mutex_lock(&c->lock);
+    int announced = !st->unannounced;
+    uint8_t *old = st->label;
+    st->label = label;
+    st->label_len = label_len;
+    pthread_mutex_unlock(&c->lock);
+    free(old);
+    struct text t;
+    if (announced && text_prepare(c, name, &t) == 0) { /* else the announcement carries the new label */
+        uint64_t ts = now(c);
+        uint8_t head[HEAD + 2 + 4];
+        put32(put16(put_head(head, EV_THREAD_LABEL, ts), (uint16_t)(4 + t.bytes)), st->number);
+        put_event(c, st, ts, head, sizeof head, &t);
+    }
+    PyErr_Clear();
+    Py_DECREF(name);
 }
 
 static inline struct thread *current(struct ctx *c)
 {
-    if (tls.serial == c->serial && tls.st->gen == tls.gen)
+    if (tls.serial == c->serial && tls.st->gen == tls.gen && !tls.st->unnamed)
         return tls.st;
     return register_thread(c);
 }
@@ -2642,6 +2692,7 @@ LPM_EXPORT int lpm_thread_renamed(PyObject *obj, unsigned long ident, PyObject *
         uint8_t *old = st->label;
         st->label = label;
         st->label_len = label_len;
+        st->unnamed = 0;
         label = old;
     }
     pthread_mutex_unlock(&c->lock);

@@ -233,6 +233,13 @@ class Monitor:
             # threading listed it (a collection in its start-up) has a
             # default name until now.
             if thread is not None and thread.name != name:
+                # A new thread may have this ident now (the old one ended
+                # since the last scan): it has a number of its own, and
+                # the old one keeps its name.
+                current = sink.thread_number(ident, thread.native_id or 0, thread.name)
+                if current != number:
+                    self._learn(ident, current, thread.name)
+                    continue
                 self._known[ident] = (number, thread.name)
                 sink.thread_renamed(ident, thread.name)
                 sink.emit_event(wire.THREAD_LABEL, number, thread.name)

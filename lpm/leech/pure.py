@@ -75,6 +75,8 @@ if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/cat
     from typing import Callable, Deque, Iterator
 
 HEAD = fmt.EVENT_HEAD
+# Events that look for a default-named thread's own name (_name_unnamed).
+NAME_TRIES = 16
 _HEAD_LEN = struct.Struct(">HQH")
 _MARKER_EVENT = struct.Struct(">HQIQH")
 _BLOCK_INFO = struct.Struct(">HQIQ")
@@ -134,6 +136,7 @@ class _Thread:
         "lost_first",
         "gone",
         "dropped",
+        "unnamed",
     )
 
     def __init__(self, number: int, slot: int, ident: int, native_id: int, name: str) -> None:
@@ -149,6 +152,7 @@ class _Thread:
         self.lost_first = 0
         self.gone = False
         self.dropped = 0  # events dropped in the thread's life; only it writes this
+        self.unnamed = 0  # default name: events left that look for its own (_name_unnamed)
 
 
 class _ExitWatch:
@@ -289,6 +293,10 @@ class PureSink(Sink):
     def _register(self) -> _Thread | None:
         """The calling thread's state, registering it; None in a thread's
         teardown after its end was recorded (its event is dropped and counted)."""
+        mine: _Thread | None = getattr(self._local, "state", None)
+        if mine is not None and not mine.gone and mine.unnamed:
+            self._name_unnamed(mine)
+            return mine
         ident = threading.get_ident()
         native_id = threading.get_native_id()
         if self._exited.get(ident) == native_id:
@@ -316,7 +324,25 @@ class PureSink(Sink):
                 st.native_id = native_id
             self._local.watch = _ExitWatch(self, st)
             self._local.state = st
+        if st.unnamed:
+            self._name_unnamed(st)
         return st
+
+    def _name_unnamed(self, st: _Thread) -> None:
+        """A thread numbered before threading listed it (by the sampler, the
+        monitor's scan, or its own first event: a collection in its start-up)
+        has the default name; its next few events look for its own, which the
+        monitor's scan would find only if the thread lived that long."""
+        known = threading._active.get(st.ident)  # type: ignore[attr-defined]
+        if known is None:
+            st.unnamed -= 1
+            return
+        st.unnamed = 0
+        with self._quiet(), self._register_lock:
+            st.name = known.name
+            announced = st not in self._announce
+        if announced:
+            self.emit_event(wire.THREAD_LABEL, st.number, st.name)
 
     def _new_thread(self, ident: int, native_id: int, name: str = "") -> _Thread:
         slot = 0
@@ -324,6 +350,7 @@ class PureSink(Sink):
             slot += 1
         self._slots.add(slot)
         st = _Thread(self._next_number, slot, ident, native_id, name or f"thread-{self._next_number}")
+        st.unnamed = 0 if name else NAME_TRIES
         self._next_number += 1
         self._threads[st.number] = st
         self._by_ident[ident] = st
@@ -345,6 +372,7 @@ class PureSink(Sink):
         st = self._by_ident.get(ident)
         if st is not None:
             st.name = name
+            st.unnamed = 0
 
     def take_commands(self) -> list[str]:
         out: list[str] = []
@@ -393,7 +421,7 @@ class PureSink(Sink):
     def _emit(self, event: bytes, ts: int) -> None:
         """Write one encoded event into the calling thread's buffer."""
         st: _Thread | None = getattr(self._local, "state", None)
-        if st is None or st.gone:
+        if st is None or st.gone or st.unnamed:
             st = self._register()
             if st is None:
                 return
@@ -466,7 +494,7 @@ class PureSink(Sink):
     def span_begin(self, name: str) -> int:
         """Open a span; returns its id: the thread number in the high 32 bits."""
         st: _Thread | None = getattr(self._local, "state", None)
-        if st is None or st.gone:
+        if st is None or st.gone or st.unnamed:
             st = self._register()
             if st is None:
                 return 0

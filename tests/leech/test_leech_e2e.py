@@ -76,6 +76,29 @@ def test_workers_stream_everything_exactly(
     assert theirs == ours
 
 
+def test_a_thread_that_speaks_before_threading_lists_it_gets_its_name(tmp_path: Path, implementation: str) -> None:
+    """A thread's first event may come before threading lists it (a
+    collection in its start-up): numbered with the default name, its next
+    event names it, though it ends long before the monitor's scan."""
+    threads = 20
+    proc = spawn("early_event.py", [str(threads)], tmp_path, implementation)
+    reader = FifoReader(wait_for_fifo(tmp_path, proc))
+    reader.start()
+    code, _, err = finish(proc)
+    reader.join(timeout=60)
+    assert code == 0, err
+    stream = decode(bytes(reader.data))
+    assert stream.complete
+    names = [f"early-{i}" for i in range(threads)]
+    marked = [e.marker for e in stream.of_type(ev.UserMarker)]  # type: ignore[attr-defined]
+    assert marked == [m for name in names for m in (f"early {name}", f"late {name}")]
+    labels: dict[int, str] = {}
+    for e in stream.of_type(ev.ThreadLabel):
+        labels[e.thread] = e.label  # type: ignore[attr-defined]
+    assert sorted(label for label in labels.values() if label.startswith("early-")) == sorted(names)
+
+
+
 def test_no_reader_ever(tmp_path: Path, implementation: str) -> None:
     proc = spawn("flood.py", ["4", "20000"], tmp_path, implementation, env={"LPM_BUDGET": "65536", "LPM_BUFFER_SIZE": "8192"})
     code, out, err = finish(proc)

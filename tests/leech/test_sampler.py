@@ -130,3 +130,20 @@ def test_rate_command_stops_and_restarts_sampling(tmp_path: Path, implementation
     assert not [ts for ts in stamps if off + 50_000_000 < ts < on - 50_000_000], "samples while the rate was 0"
     after = [ts for ts in stamps if ts > on]
     assert len(after) >= 40, f"{len(after)} samples in 0.4 s at 400 Hz"
+
+
+@needs_native
+def test_a_thread_sampled_before_its_first_event_gets_its_name(tmp_path: Path) -> None:
+    """The background sampler numbers a thread it meets running (default
+    name); the thread's first event names it, even if it ends before the
+    monitor's scan could."""
+    stream = decode(recorded("adopted.py", ["30"], tmp_path, "native", run_options=["--sample-rate", "1000"]))
+    labels: dict[int, str] = {}
+    for e in stream.of_type(ev.ThreadLabel):
+        labels[e.thread] = e.label  # type: ignore[attr-defined]
+    marked = [e.marker for e in stream.of_type(ev.UserMarker)]  # type: ignore[attr-defined]
+    assert marked == [f"late {i}" for i in range(30)]
+    sampled = {thread for _, thread, _ in samples(stream)}
+    late = {n for n, label in labels.items() if label.startswith("late-")}
+    assert sampled & late, "some threads were sampled (numbered by the sampler) before they spoke"
+    assert {labels[n] for n in late} == {f"late-{i}" for i in range(30)}, "every thread ends up with its name"
