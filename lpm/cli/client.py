@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional
 
+from .. import tls
 from ..client import Client, ServiceError
 from ..client.model import Snapshot
 from ..errors import CommandError
@@ -38,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--udp", type=_address, metavar="HOST:PORT",
                         help="talk to the server's --udp listener over lpm's UDP transport instead of TCP")
     parser.add_argument("--token-file", metavar="FILE", help="the server's token (the file's first line), over TCP or UDP")
+    parser.add_argument("--tls", action="store_true",
+                        help="TCP over TLS (a server with --tls-cert), its certificate checked against the system's "
+                        "trust store and the --server host name")
+    parser.add_argument("--tls-ca", metavar="PEM", help="trust this CA or self-signed certificate instead (implies --tls)")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds to wait for the server (default 10)")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("sources", help="list the sources the server watches")
@@ -87,8 +93,17 @@ def _new_client(args: argparse.Namespace, **options: Any) -> Client:
     """A client of --server, or of --udp over UDP, not started."""
     address = args.udp or args.server
     token = read_token(args.token_file) if args.token_file else None
+    context = None
+    if args.tls or args.tls_ca:
+        if args.udp:
+            raise CommandError("--tls is for TCP; the UDP transport authenticates every packet with the token instead",
+                               exit_code=2)
+        try:
+            context = tls.client_context(args.tls_ca)
+        except (OSError, ValueError) as err:
+            raise CommandError(f"cannot use {args.tls_ca} as a CA certificate: {tls.describe(err)}") from None
     return Client(address, transport="udp" if args.udp else "tcp", token=token, connect_timeout=args.timeout,
-                  **options)
+                  tls=context, **options)
 
 
 def _connected(args: argparse.Namespace, **options: Any) -> Client:
@@ -97,8 +112,20 @@ def _connected(args: argparse.Namespace, **options: Any) -> Client:
     if not client.connected.wait(args.timeout):
         client.close()
         where = f"UDP {args.udp[0]}:{args.udp[1]}" if args.udp else f"{args.server[0]}:{args.server[1]}"
-        raise CommandError(f"cannot reach the server at {where}")
+        why = f": {_why(client.last_error)}" if client.last_error is not None else ""
+        raise CommandError(f"cannot reach the server at {where}{why}")
     return client
+
+
+def _why(error: BaseException) -> str:
+    """A connection failure in a few words, with what to do for the TLS ones."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"{error.verify_message or error} (give the server's certificate or its CA with --tls-ca)"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS failed: {tls.describe(error)} (does the server use --tls-cert?)"
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return str(error)
 
 
 def _lost(message: Dict[str, Any]) -> Optional[str]:

@@ -6,6 +6,7 @@
     python -m lpm server --record recordings/    # and keep every stream as a file
     python -m lpm server --udp 127.0.0.1:8243    # clients over UDP too: lpm client --udp 127.0.0.1:8243 top
     python -m lpm server --http 8244             # web view at http://127.0.0.1:8244/, /metrics for Prometheus
+    python -m lpm server --listen 0.0.0.0:8242 --token-file tok --tls-cert cert.pem --tls-key key.pem
 
 The server drains every source as soon as it has bytes, so no program ever
 waits on it; keeps each source's live state (threads, GC, heap, counters,
@@ -24,6 +25,7 @@ import secrets
 import signal
 import sys
 
+from .. import tls
 from ..errors import CommandError
 from ..server.hub import HubLimits
 from ..server.shell import Server, ServerConfig
@@ -91,6 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "/metrics ask for it (Bearer header, or /?token=... once). Needed to listen beyond loopback; without it "
         "a temporary token is made and printed",
     )
+    parser.add_argument("--tls-cert", metavar="PEM",
+                        help="serve TCP clients and the web view over TLS with this certificate chain "
+                        "(clients: lpm client --tls, or --tls-ca PEM for a self-signed one)")
+    parser.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (default: in --tls-cert)")
     parser.add_argument("--dir", dest="directory", metavar="DIR", help="lpm directory to watch for programs (default: $LPM_DIR, ...)")
     parser.add_argument("--no-discover", action="store_true", help="do not watch the lpm directory; serve only the sources named")
     parser.add_argument("--fifo", action="append", default=[], metavar="PATH", help="a FIFO a program writes its eventlog into (repeatable)")
@@ -119,10 +125,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"lpm server: {', '.join(exposed)} is not loopback, so clients need a token; this run's is\n\n"
               f"    {token.decode()}\n\n(put it in a file for lpm client --token-file, or choose one with --token-file)",
               file=sys.stderr, flush=True)
-    if token is not None:  # the TCP listener is always there
-        logging.getLogger("lpm.server").warning(
-            "TCP and HTTP carry no TLS yet: the token and the streams can be read by anyone on the path "
-            "(UDP packets are authenticated, not encrypted)")
+    if args.tls_key and not args.tls_cert:
+        raise CommandError("--tls-key needs --tls-cert", exit_code=2)
+    context = None
+    if args.tls_cert:
+        try:
+            context = tls.server_context(args.tls_cert, args.tls_key)
+        except (OSError, ValueError) as err:
+            raise CommandError(f"cannot use the TLS certificate {args.tls_cert}"
+                               f"{' and key ' + args.tls_key if args.tls_key else ''}: {tls.describe(err)} "
+                               "(PEM files: the certificate chain, and its unencrypted private key)") from None
+    log = logging.getLogger("lpm.server")
+    if token is not None and context is None:  # the TCP listener is always there
+        log.warning("WITHOUT TLS, the token and every stream cross the network in clear text over TCP%s: anyone "
+                    "on the path can read them and replay the token; give --tls-cert to encrypt",
+                    " and HTTP" if args.http else "")
+    if args.udp is not None and (token is not None or context is not None):
+        log.warning("UDP packets are authenticated with the token, not encrypted: the streams over --udp can be "
+                    "read on the path")
     config = ServerConfig(
         host=host,
         port=port,
@@ -136,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         udp=args.udp,
         http=args.http,
         token=token,
+        tls=context,
         limits=HubLimits(
             queue_bytes=args.queue,
             max_clients=args.max_clients,
@@ -152,8 +173,9 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot listen on {where}: {err.strerror or err}") from None
     udp_note = f", UDP {server.udp.address[0]}:{server.udp.address[1]}" if server.udp is not None else ""
     if server.web is not None:
-        udp_note += f", web view http://{server.web.address[0]}:{server.web.address[1]}/"
-    print(f"lpm server: listening on {server.address[0]}:{server.address[1]}{udp_note}", flush=True)
+        udp_note += f", web view http{'s' if context else ''}://{server.web.address[0]}:{server.web.address[1]}/"
+    print(f"lpm server: listening on {server.address[0]}:{server.address[1]}{' (TLS)' if context else ''}{udp_note}",
+          flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:
         server.serve()

@@ -31,6 +31,7 @@ import asyncio
 import dataclasses
 import select
 import socket
+import ssl
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -90,9 +91,12 @@ class Client:
         transport: str = "tcp",
         udp_config: Optional[udp.Config] = None,
         token: Optional[bytes] = None,
+        tls: Optional[ssl.SSLContext] = None,
     ) -> None:
         if transport not in ("tcp", "udp"):
             raise ValueError(f"transport {transport!r} is not tcp or udp")
+        if tls is not None and transport != "tcp":
+            raise ValueError("TLS is for the TCP transport (UDP packets carry an HMAC of their own)")
         self.address = address
         self.on_header = on_header
         self.on_event = on_event
@@ -109,6 +113,9 @@ class Client:
         self.connections = 0
         self.transport = transport
         self.token = token
+        #: Over TCP, TLS with this context (:func:`lpm.tls.client_context`),
+        #: the server's certificate checked against the address's host.
+        self.tls = tls
         if transport == "udp" and token is not None:
             udp_config = dataclasses.replace(udp_config or udp.Config(), token=token)
         self.udp_config = udp_config
@@ -117,6 +124,8 @@ class Client:
         #: this client is their sum: the "client" request).
         self.events_received = 0
         self.events_lost = 0
+        #: Why the last connection failed or dropped (for "cannot reach" messages).
+        self.last_error: Optional[BaseException] = None
         self._sock: Optional[socket.socket] = None
         self._link: Optional[UdpLink] = None
         self._server_id: Optional[int] = None
@@ -160,7 +169,7 @@ class Client:
                 self._receive()
                 error = None
             except (OSError, ProtocolError) as err:
-                error = err
+                error = self.last_error = err
             finally:
                 self._disconnect(error)
             if self._closing.is_set() or not self.reconnect:
@@ -213,6 +222,12 @@ class Client:
             return
         sock = socket.create_connection(self.address, timeout=self.connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            try:
+                sock = self.tls.wrap_socket(sock, server_hostname=self.address[0])
+            except BaseException:
+                sock.close()
+                raise
         if self.token is not None:
             self._authenticate(sock)
         sock.settimeout(None)
@@ -268,11 +283,20 @@ class Client:
             return
         sock = self._sock
         assert sock is not None
+        secure = sock if isinstance(sock, ssl.SSLSocket) else None
         while not self._closing.is_set():
-            ready, _, _ = select.select([sock], [], [], 0.2)
-            if not ready:
-                continue
-            data = sock.recv(1 << 20)
+            # TLS may hold decrypted bytes the kernel's buffer no longer shows.
+            if not (secure is not None and secure.pending()):
+                ready, _, _ = select.select([sock], [], [], 0.2)
+                if not ready:
+                    continue
+            if secure is not None:
+                # One TLS connection is not to be read and written at once
+                # (OpenSSL's rule); the bytes are there, so this is short.
+                with self._send_lock:
+                    data = sock.recv(1 << 20)
+            else:
+                data = sock.recv(1 << 20)
             if not data:
                 raise ConnectionError("the server closed the connection")
             self._deliver(self._protocol.feed(data))

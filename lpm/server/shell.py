@@ -30,6 +30,7 @@ import logging
 import os
 import selectors
 import socket
+import ssl
 import stat
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from typing import BinaryIO, Dict, List, Optional, Tuple
 
 from ..eventlog import format as fmt
 from ..eventlog.reader import NEED_DATA, DataEnd, EndOfStream, EventLogReader, Header, RawEvent
+from .. import tls
 from .. import udp as udp_core
 from ..leech import paths
 from .hub import Client, Hub, HubLimits
@@ -71,6 +73,7 @@ class ServerConfig:
     udp_config: Optional[udp_core.Config] = None
     http: Optional[Tuple[str, int]] = None  #: serve the web view and /metrics here
     token: Optional[bytes] = None  #: every client, on every transport, must prove it
+    tls: Optional[ssl.SSLContext] = None  #: TCP clients and the HTTP listener speak TLS (:mod:`lpm.tls`)
     http_interval: float = 1.0  #: seconds between the web view's updates
 
 
@@ -140,6 +143,7 @@ class Server:
         self.address: tuple[str, int] = (config.host, config.port)
         self._sockets: Dict[int, socket.socket] = {}  # client id -> socket
         self._pending: Dict[int, bytes] = {}  # client id -> bytes taken from the hub, not yet sent
+        self._handshaking: set[int] = set()  # client ids whose TLS handshake is not done
         self._inputs: Dict[int, _Input] = {}  # source id -> input
         self._replays: List[_Replay] = []
         self._known: set[str] = set()  # discovered FIFO paths
@@ -164,7 +168,7 @@ class Server:
         self.listener = sock
         self.address = sock.getsockname()[:2]
         self.selector.register(sock, selectors.EVENT_READ, ("listen", None))
-        log.info("listening on %s:%d", self.address[0], self.address[1])
+        log.info("listening on %s:%d%s", self.address[0], self.address[1], " (TLS)" if self.config.tls else "")
         if self.config.udp is not None:
             udp_config = self.config.udp_config or udp_core.Config()
             if self.config.token is not None:
@@ -174,10 +178,10 @@ class Server:
             log.info("listening on UDP %s:%d", *self.udp.address)
         if self.config.http is not None:
             self.web = WebListener(self.hub, *self.config.http, transports=self._transports,
-                                   interval=self.config.http_interval, token=self.config.token)
+                                   interval=self.config.http_interval, token=self.config.token, tls=self.config.tls)
             self.selector.register(self.web.sock, selectors.EVENT_READ, ("http", None))
             self.web.on_close = self._unwatch
-            log.info("web view and /metrics on http://%s:%d/", *self.web.address)
+            log.info("web view and /metrics on %s://%s:%d/", "https" if self.config.tls else "http", *self.web.address)
         if self.config.record:
             os.makedirs(self.config.record, exist_ok=True)
         for path in self.config.fifos:
@@ -258,6 +262,8 @@ class Server:
             elif what == "client":
                 client = self.hub.clients.get(ref)
                 if client is None:
+                    continue
+                if client.id in self._handshaking and not self._client_handshake(client):
                     continue
                 if mask & selectors.EVENT_READ:
                     self._client_read(client)
@@ -485,18 +491,37 @@ class Server:
             # reading is found by its own queue (and memory per client stays
             # bounded), not after megabytes of autotuned send buffer.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, min(self.config.limits.queue_bytes, 1 << 20))
+            if self.config.tls is not None:
+                sock = tls.wrap_server(self.config.tls, sock)
+                self._handshaking.add(client.id)
             self._sockets[client.id] = sock
             self.selector.register(sock, selectors.EVENT_READ, ("client", client.id))
             log.info("client %d connected from %s", client.id, client.peer)
 
+    def _client_handshake(self, client: Client) -> bool:
+        """Go on with a client's TLS handshake; True once it is done."""
+        sock = self._sockets[client.id]
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            wait = tls.handshake(sock)
+        except OSError as err:
+            self._drop_client(client, f"TLS handshake failed: {tls.describe(err)}")
+            return False
+        if wait:
+            self.selector.modify(sock, wait, ("client", client.id))
+            return False
+        self._handshaking.discard(client.id)
+        self.selector.modify(sock, selectors.EVENT_READ, ("client", client.id))
+        return True
+
     def _client_read(self, client: Client) -> None:
         sock = self._sockets[client.id]
         try:
-            data = sock.recv(1 << 16)
-        except (BlockingIOError, InterruptedError):
-            return
+            data = tls.recv(sock, 1 << 16)
         except OSError:
             data = b""
+        if data is None:
+            return
         if not data:
             self._drop_client(client, "disconnected")
             return
@@ -513,7 +538,7 @@ class Server:
             return
         try:
             sent = sock.send(pending)
-        except (BlockingIOError, InterruptedError):
+        except tls.WOULD_BLOCK:
             sent = 0
         except OSError as err:
             self._drop_client(client, f"send failed: {err.strerror or err}")
@@ -527,7 +552,7 @@ class Server:
     def _flush_clients(self) -> None:
         for client in list(self.hub.clients.values()):
             sock = self._sockets.get(client.id)
-            if sock is None:
+            if sock is None or client.id in self._handshaking:
                 continue
             if client.out and client.id not in self._pending:
                 self._client_write(client)
@@ -551,7 +576,7 @@ class Server:
             conn = web.conns.get(fd)
             if conn is None:
                 continue  # closed: unwatched on the way
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if web.wants_write(fd) else 0)
+            events = web.events(fd)
             if self.selector.get_key(conn.sock).events != events:
                 self.selector.modify(conn.sock, events, ("http-conn", fd))
 
@@ -571,6 +596,7 @@ class Server:
     def _drop_client(self, client: Client, reason: str) -> None:
         sock = self._sockets.pop(client.id, None)
         self._pending.pop(client.id, None)
+        self._handshaking.discard(client.id)
         if sock is not None:
             try:
                 self.selector.unregister(sock)

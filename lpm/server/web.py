@@ -28,12 +28,14 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import selectors
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .. import web
+from .. import tls, web
 from . import metrics
 from .http import HttpError, Request, RequestParser, response, stream_event, stream_head
 from .hub import Hub
@@ -59,6 +61,7 @@ class _Conn:
     out: bytearray = field(default_factory=bytearray)
     streaming: bool = False
     closing: bool = False  #: close once ``out`` is sent
+    handshake: int = 0  #: while TLS is being set up: the selector events it waits for
 
 
 class WebListener:
@@ -69,11 +72,13 @@ class WebListener:
         host, port: where to listen.
         transports: counts of connected clients by transport, for ``/metrics``.
         interval: seconds between stream updates.
+        tls: serve HTTPS with this context (:mod:`lpm.tls`).
     """
 
     def __init__(self, hub: Hub, host: str, port: int, transports: Callable[[], Dict[str, int]],
-                 interval: float = 1.0, token: Optional[bytes] = None) -> None:
+                 interval: float = 1.0, token: Optional[bytes] = None, tls: Optional[ssl.SSLContext] = None) -> None:
         self.hub = hub
+        self.tls = tls
         #: With a token every request must carry it: ``Authorization: Bearer``
         #: (Prometheus' ``authorization`` setting), the cookie the page gets
         #: when opened once as ``/?token=...``, or that query on any URL.
@@ -115,19 +120,23 @@ class WebListener:
                 sock.close()
                 continue
             sock.setblocking(False)
-            self.conns[sock.fileno()] = _Conn(sock, f"{peer[0]}:{peer[1]}")
+            sock = tls.wrap_server(self.tls, sock)
+            self.conns[sock.fileno()] = _Conn(sock, f"{peer[0]}:{peer[1]}",
+                                              handshake=selectors.EVENT_READ if self.tls else 0)
             socks.append(sock)
 
     def read(self, fd: int) -> None:
         conn = self.conns.get(fd)
         if conn is None:
             return
-        try:
-            data = conn.sock.recv(1 << 16)
-        except (BlockingIOError, InterruptedError):
+        if conn.handshake and not self._handshake(fd, conn):
             return
+        try:
+            data = tls.recv(conn.sock, 1 << 16)
         except OSError:
             data = b""
+        if data is None:
+            return
         if not data:
             self.close(fd)
             return
@@ -151,11 +160,15 @@ class WebListener:
 
     def write(self, fd: int) -> None:
         conn = self.conns.get(fd)
+        if conn is not None and conn.handshake:
+            if self._handshake(fd, conn):
+                self.read(fd)  # a request that came with the handshake's end
+            return
         if conn is None or not conn.out:
             return
         try:
             sent = conn.sock.send(conn.out)
-        except (BlockingIOError, InterruptedError):
+        except tls.WOULD_BLOCK:
             return
         except OSError:
             self.close(fd)
@@ -166,7 +179,25 @@ class WebListener:
 
     def wants_write(self, fd: int) -> bool:
         conn = self.conns.get(fd)
-        return conn is not None and bool(conn.out)
+        return conn is not None and not conn.handshake and bool(conn.out)
+
+    def events(self, fd: int) -> int:
+        """The selector events connection ``fd`` waits for."""
+        conn = self.conns.get(fd)
+        if conn is not None and conn.handshake:
+            return conn.handshake
+        return selectors.EVENT_READ | (selectors.EVENT_WRITE if self.wants_write(fd) else 0)
+
+    def _handshake(self, fd: int, conn: _Conn) -> bool:
+        """Go on with a connection's TLS handshake; True once it is done."""
+        assert isinstance(conn.sock, ssl.SSLSocket)
+        try:
+            conn.handshake = tls.handshake(conn.sock)
+        except OSError as err:
+            log.info("http: %s: TLS handshake failed: %s", conn.peer, tls.describe(err))
+            self.close(fd)
+            return False
+        return not conn.handshake
 
     def tick(self, now: float) -> None:
         """Send the streams their update when one is due."""
@@ -207,6 +238,8 @@ class WebListener:
                 # The page, its fetches and its event stream carry a cookie
                 # from now on; the token leaves the address bar.
                 cookie = f"lpm_token={request.query['token']}; HttpOnly; SameSite=Strict; Path=/"
+                if self.tls is not None:
+                    cookie += "; Secure"
                 self._reply(conn, response(303, b"", headers=[("Location", "/"), ("Set-Cookie", cookie)]))
                 return
             if request.method == "POST" and request.path in ("/api/pause", "/api/resume"):

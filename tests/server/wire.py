@@ -58,8 +58,8 @@ def web_address(tmp: Path) -> tuple[str, int]:
     """A server's web view address, from the log line that names it."""
     log = (tmp / "server.log").read_text()
     for line in log.splitlines():
-        if "web view and /metrics on http://" in line:
-            host, port = line.rsplit("http://", 1)[1].strip().strip("/").rsplit(":", 1)
+        if "web view and /metrics on http" in line:
+            host, port = line.rsplit("://", 1)[1].strip().strip("/").rsplit(":", 1)
             return host, int(port)
     raise AssertionError(f"no web view in the server log: {log}")
 
