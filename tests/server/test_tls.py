@@ -25,21 +25,9 @@ from lpm.eventlog import EventLogReader
 from lpm.eventlog.events import Event
 from lpm.eventlog.sample import sample_eventlog
 
-from .wire import PATIENCE, WireClient, start_server, wait_for, web_address
+from .wire import PATIENCE, WireClient, make_certificate, start_server, wait_for, web_address
 
 TOKEN = b"tls test token"
-
-
-def make_certificate(directory: Path, name: str) -> Tuple[Path, Path]:
-    """A self-signed certificate for localhost and 127.0.0.1, and its key."""
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "2", "-subj", f"/CN={name}", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=PATIENCE,
-    )
-    return cert, key
 
 
 class Secured(NamedTuple):

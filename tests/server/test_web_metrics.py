@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from ..ghc import peers
-from .wire import PATIENCE, free_port, python_program, start_server, wait_for, web_address
+from .wire import PATIENCE, free_port, make_certificate, python_program, start_server, wait_for, web_address
 
 
 def _get(url: str, method: str = "GET") -> tuple[int, bytes]:
@@ -141,22 +141,27 @@ def _query(prom: str, expr: str) -> List[Dict[str, Any]]:
     return result
 
 
-def test_a_real_prometheus_scrapes_metrics(live: Any, tmp_path: Path) -> None:
-    binary = _prometheus()
-    base, program, _ = live
-    target = base[len("http://"):]
+def _start_prometheus(binary: str, tmp_path: Path, target: str, job: str = "") -> tuple[subprocess.Popen[bytes], str]:
+    """Prometheus scraping ``target`` every second (``job``: more of the job's
+    settings, as YAML lines); its API's URL."""
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        f"scrape_configs:\n  - job_name: lpm\n    static_configs:\n      - targets: ['{target}']\n"
+        f"scrape_configs:\n  - job_name: lpm\n{job}    static_configs:\n      - targets: ['{target}']\n"
     )
     port = free_port()
-    prom = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
          f"--web.listen-address=127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w"),
     )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def test_a_real_prometheus_scrapes_metrics(live: Any, tmp_path: Path) -> None:
+    binary = _prometheus()
+    base, program, _ = live
+    process, prom = _start_prometheus(binary, tmp_path, base[len("http://"):])
     try:
         def series(expr: str) -> Optional[Dict[str, Any]]:
             result = _query(prom, expr)
@@ -184,3 +189,32 @@ def test_a_real_prometheus_scrapes_metrics(live: Any, tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(PATIENCE)
+
+
+def test_a_real_prometheus_scrapes_over_https_with_the_token(tmp_path: Path) -> None:
+    """--tls-cert and --token-file: Prometheus' own scheme, tls_config and
+    authorization settings are all it takes."""
+    binary = _prometheus()
+    cert, key = make_certificate(tmp_path, "server")
+    token = "prometheus-scrape-token"
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    server, _ = start_server(tmp_path, "--no-discover", "--token-file", str(token_file), "--tls-cert", str(cert),
+                             "--tls-key", str(key), "--http", "127.0.0.1:0")
+    host, port = web_address(tmp_path)
+    job = (f"    scheme: https\n    tls_config:\n      ca_file: {cert}\n"
+           f"    authorization:\n      credentials: {token}\n")
+    process, prom = _start_prometheus(binary, tmp_path, f"{host}:{port}", job)
+    try:
+        def up() -> Optional[str]:
+            result = _query(prom, 'up{job="lpm"}')
+            return str(result[0]["value"][1]) if result else None
+
+        wait_for(lambda: up() == "1" and bool(_query(prom, "lpm_sources")), "Prometheus to scrape over HTTPS")
+        targets = _json(prom + "/api/v1/targets")["data"]["activeTargets"]
+        assert targets[0]["scrapeUrl"].startswith("https://") and targets[0]["lastError"] == ""
+    finally:
+        process.terminate()
+        process.wait(PATIENCE)
+        server.terminate()
+        server.wait(PATIENCE)

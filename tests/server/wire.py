@@ -54,6 +54,18 @@ def free_port() -> int:
         return port
 
 
+def make_certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1, and its key."""
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "2", "-subj", f"/CN={name}", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=PATIENCE,
+    )
+    return cert, key
+
+
 def web_address(tmp: Path) -> tuple[str, int]:
     """A server's web view address, from the log line that names it."""
     log = (tmp / "server.log").read_text()
