@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("state", help="a source's live state")
     p.add_argument("source", type=int)
     p.add_argument("--json", action="store_true", help="the whole snapshot as JSON")
+    p.add_argument("--show-secrets", action="store_true",
+                   help="the program's command line and environment unredacted, read from the running process "
+                   "(only for a client on the server's machine, with the server's --token-file)")
     for name in ("pause", "resume"):
         sub.add_parser(name, help=f"{name} a source's leech").add_argument("source", type=int)
     p = sub.add_parser("rate", help="set a source's sample rate")
@@ -154,7 +157,19 @@ def _service(args: argparse.Namespace) -> int:
             if not got_state.wait(args.timeout):
                 raise CommandError("the server sent no state")
             snapshot = states[-1]
-            print(json.dumps(snapshot.raw, indent=1) if args.json else _describe(snapshot))
+            shown = client.call("secrets", args.timeout, source=args.source) if args.show_secrets else None
+            if args.json:
+                raw = snapshot.raw
+                if shown is not None:
+                    raw = {**raw, "secrets": shown}
+                print(json.dumps(raw, indent=1))
+            else:
+                print(_describe(snapshot))
+                if shown is not None:
+                    print(f"  command line (unredacted, pid {shown['pid']}): {' '.join(shown['args'])}")
+                    print("  environment (unredacted):")
+                    for item in shown["env"]:
+                        print(f"    {item}")
         elif args.action == "rate":
             client.call("rate", args.timeout, source=args.source, hz=args.hz)
             print(f"source {args.source}: sample rate {args.hz:g} Hz sent")

@@ -17,8 +17,10 @@ generation, declaring its code objects again, which a client that joined
 mid-stream needs to name its stack samples); ``client`` (what the server sent
 this connection: events forwarded and dropped, and over UDP the items its
 events channel offered); ``auth`` (``proof``: the answer to the ``challenge``
-notice a server with a token sends first, see :func:`proof`).  Notices the
-server sends unasked:
+notice a server with a token sends first, see :func:`proof`); ``secrets``
+(``source``: the program's command line and environment unredacted, read
+from the running process; only for a client on the server's machine, on a
+server with a token).  Notices the server sends unasked:
 ``dropped`` (a slow client lost events), ``source-added``, ``source-gone``.
 """
 
@@ -42,6 +44,7 @@ OPS: Dict[str, tuple[str, ...]] = {
     "resend": ("source",),
     "client": (),
     "auth": ("proof",),
+    "secrets": ("source",),
 }
 
 #: Event classes a subscription can name, by the type ids they hold.

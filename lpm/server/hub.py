@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -40,6 +41,9 @@ log = logging.getLogger("lpm.server")
 Control = Callable[[Source, str], Optional[str]]
 #: Called with every chunk a source produced (the recorder).
 Sink = Callable[[Source, Chunk], None]
+#: The shell's reader of a live program's unredacted command line and
+#: environment: a result, or raises LookupError with what went wrong.
+Secrets = Callable[[Source], Dict[str, object]]
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class Client:
     def __init__(self, id: int, peer: str, frame_bytes: int) -> None:
         self.id = id
         self.peer = peer
+        self.local = _loopback(peer)  #: on the server's machine (a loopback address)
         self.decoder = FrameDecoder(frame_bytes)
         self.out: Deque[bytes] = collections.deque()
         self.queued = 0
@@ -80,9 +85,18 @@ class Client:
         self.close_reason: Optional[str] = None  #: set: write what is queued, then close
 
 
+def _loopback(peer: str) -> bool:
+    """Whether a client's ``host:port`` (``udp host:port`` over UDP) is a loopback address."""
+    host = peer.removeprefix("udp ").rpartition(":")[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Hub:
     def __init__(self, limits: HubLimits | None = None, control: Control | None = None,
-                 sink: Sink | None = None, token: bytes | None = None) -> None:
+                 sink: Sink | None = None, token: bytes | None = None, secrets: Secrets | None = None) -> None:
         self.limits = limits or HubLimits()
         #: With a token, a client must first answer the challenge notice it
         #: gets on connecting: ``auth`` with ``proof`` = hex HMAC-SHA256 of
@@ -90,6 +104,7 @@ class Hub:
         #: good on another connection); until then it gets nothing else.
         self.token = token
         self.control = control
+        self.secrets = secrets
         self.sink = sink
         self.sources: Dict[int, Source] = {}
         self.clients: Dict[int, Client] = {}
@@ -317,6 +332,8 @@ class Hub:
         source = self._source_arg(request)
         if op == "state":
             return {"source": source.id}, [source]
+        if op == "secrets":
+            return self._secrets(client, request, source), []
         if op in ("pause", "resume", "resend"):
             line = op
         else:
@@ -332,6 +349,28 @@ class Hub:
         if op in ("pause", "resume"):
             source.paused = op == "pause"
         return {"source": source.id, "sent": line}, []
+
+    def _secrets(self, client: Client, request: service.Request, source: Source) -> Dict[str, object]:
+        """What --show-secrets shows.  Redaction is the default everywhere;
+        this is its one way around, and it stays on the machine: only a
+        client there that proved the token gets it (without a token, any
+        local user could ask), and it is read from the process on each
+        request, never kept, streamed or recorded."""
+        if self.token is None:
+            raise service.BadRequest(request.id, "this server shows no secrets: start it with --token-file, so that "
+                                                 "only a client with the token can ask")
+        if not client.local:
+            raise service.BadRequest(request.id, f"secrets are shown only to a client on the server's machine, "
+                                                 f"not to {client.peer}")
+        if self.secrets is None:
+            raise service.BadRequest(request.id, "this server cannot read programs' secrets")
+        try:
+            found = self.secrets(source)
+        except LookupError as err:
+            raise service.BadRequest(request.id, str(err.args[0] if err.args else err)) from None
+        log.warning("client %d (%s) was shown the unredacted command line and environment of source %d (%s)",
+                    client.id, client.peer, source.id, source.name)
+        return {"source": source.id, **found}
 
     def _subscribe(self, client: Client, source: Source, classes: Optional[frozenset[int]], snapshot: bool = True) -> None:
         client.subs[source.id] = Subscription(classes, started=classes is not None or not source.blocks)

@@ -137,7 +137,7 @@ class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.hub = Hub(config.limits, control=self._control, sink=self._record if config.record else None,
-                       token=config.token)
+                       token=config.token, secrets=self._secrets)
         self.selector = selectors.DefaultSelector()
         self.listener: Optional[socket.socket] = None
         self.address: tuple[str, int] = (config.host, config.port)
@@ -441,6 +441,27 @@ class Server:
         finally:
             os.close(fd)
         return None
+
+    def _secrets(self, source: Source) -> Dict[str, object]:
+        """A live local program's command line and environment as the kernel
+        has them (as it was started), for the hub's ``secrets`` op; the
+        kernel lets only its user (or root) read them, like this server."""
+        pid = source.info().get("pid")
+        if source.kind not in (LEECH, FIFO) or not source.live or not isinstance(pid, int):
+            raise LookupError(f"source {source.id} ({source.name}) is not a running program on this machine")
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError as err:
+            raise LookupError(f"cannot read the command line and environment of pid {pid} "
+                              f"(source {source.id}): {err.strerror or err}") from None
+        return {
+            "pid": pid,
+            "args": [a.decode("utf-8", "replace") for a in args if a],
+            "env": sorted(e.decode("utf-8", "replace") for e in env if e),
+        }
 
     # -- the recorder ---------------------------------------------------------------
 

@@ -1220,3 +1220,52 @@ def test_generated_streams_are_what_the_tests_assume() -> None:
     assert len(acct.threads) == 3 and all(t.balanced and t.finished for t in acct.threads.values())
     assert sum(t.lost for t in acct.threads.values()) > 0, "some reported loss, as a leech writes"
     assert not any(e.type_id == fmt.BLOCK_MARKER_ID for e in raw_events(blockless_stream()))
+
+
+def test_secrets_only_for_a_local_client_that_proved_the_token() -> None:
+    """The one way around redaction: a server with a token, a client on its
+    machine (loopback over TCP or UDP) that authenticated; anyone else gets
+    an error saying why, and the reader is not even asked."""
+    token = b"t0ken"
+    asked: List[int] = []
+
+    def secrets(source: Source) -> Dict[str, object]:
+        asked.append(source.id)
+        return {"pid": 99, "args": ["app", "--password=x"], "env": ["API_TOKEN=s3cret"]}
+
+    def authenticated(hub: Hub, peer: str) -> View:
+        view = View.connect(hub, peer)
+        view.pump()
+        [challenge] = view.notices("challenge")
+        assert view.call(1, "auth", proof=service.proof(token, challenge["nonce"]))["type"] == "reply"
+        return view
+
+    hub = Hub(token=token, secrets=secrets)
+    a = new_source(hub, "a")
+    for peer in ("127.0.0.1:5000", "[::1]:5000", "udp 127.0.0.1:5000", "127.9.9.9:1"):
+        answer = authenticated(hub, peer).call(2, "secrets", source=a.id)
+        assert answer["type"] == "reply", f"{peer}: {answer}"
+        assert answer["result"] == {"source": a.id, "pid": 99, "args": ["app", "--password=x"],
+                                    "env": ["API_TOKEN=s3cret"]}
+    assert asked == [a.id] * 4
+    for peer in ("10.1.2.3:5000", "udp 192.168.0.9:5000", "[2001:db8::1]:5000", "peer"):
+        answer = authenticated(hub, peer).call(2, "secrets", source=a.id)
+        assert answer["type"] == "error" and "machine" in answer["error"], f"{peer}: {answer}"
+    unproven = View.connect(hub, "127.0.0.1:6000")
+    answer = unproven.call(2, "secrets", source=a.id)
+    assert answer["type"] == "error" and "authenticate first" in answer["error"]
+    assert asked == [a.id] * 4
+
+    open_hub = Hub(secrets=secrets)  # no token: any local user could ask
+    b = new_source(open_hub, "b")
+    answer = View.connect(open_hub, "127.0.0.1:5000").call(1, "secrets", source=b.id)
+    assert answer["type"] == "error" and "--token-file" in answer["error"]
+    assert asked == [a.id] * 4
+
+    def unreadable(source: Source) -> Dict[str, object]:
+        raise LookupError("source 1 (a) is not a running program on this machine")
+
+    hub = Hub(token=token, secrets=unreadable)
+    c = new_source(hub, "c")
+    answer = authenticated(hub, "127.0.0.1:5000").call(2, "secrets", source=c.id)
+    assert answer == {"type": "error", "id": 2, "error": "source 1 (a) is not a running program on this machine"}

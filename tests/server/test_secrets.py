@@ -5,6 +5,7 @@ recording, the server's snapshots over TCP, UDP and HTTP, the web stream,
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -68,3 +69,55 @@ def test_no_secret_reaches_any_output(tmp_path: Path) -> None:
     for name, data in outputs.items():
         for secret in SECRETS:
             assert secret.encode() not in data, f"{secret} in {name}"
+
+
+def test_show_secrets_for_a_local_client_with_the_token_only(tmp_path: Path) -> None:
+    """--show-secrets: the real values, read from the running program, for
+    the CLI on this machine with the server's token; a server without a
+    token refuses (tests/server/test_hub.py: who may ask); the values
+    still reach no recording or log."""
+    lpm_dir = tmp_path / "lpm"
+    lpm_dir.mkdir(mode=0o700)
+    token_file = tmp_path / "token"
+    token_file.write_text("show-secrets-token\n")
+    record = tmp_path / "rec"
+    server, address = start_server(tmp_path, "--dir", str(lpm_dir), "--token-file", str(token_file),
+                                   "--record", str(record))
+    until = tmp_path / "stop"
+    env = dict(os.environ, LPM_DIR=str(lpm_dir), API_TOKEN=SECRETS[0])
+    program = subprocess.Popen(
+        [sys.executable, "-m", "lpm", "run", str(PROGRAMS / "steady.py"), str(until), f"--password={SECRETS[1]}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    cli = [sys.executable, "-m", "lpm", "client", "--server", f"{address[0]}:{address[1]}", "--timeout", "20",
+           "--token-file", str(token_file)]
+    try:
+        def state(*extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*cli, "state", "1", *extra], capture_output=True, text=True, timeout=PATIENCE)
+
+        wait_for(lambda: "API_TOKEN" in state("--json").stdout, "the program's environment in its state")
+        plain = state("--json")
+        assert SECRETS[0] not in plain.stdout and SECRETS[1] not in plain.stdout
+        shown = state("--show-secrets")
+        assert shown.returncode == 0, shown.stderr
+        assert f"API_TOKEN={SECRETS[0]}" in shown.stdout and f"--password={SECRETS[1]}" in shown.stdout
+        shown_json = state("--json", "--show-secrets")
+        secrets = json.loads(shown_json.stdout)["secrets"]
+        assert secrets["pid"] == program.pid and f"API_TOKEN={SECRETS[0]}" in secrets["env"]
+        until.touch()
+        assert program.wait(PATIENCE) == 0
+        wait_for(lambda: any(record.glob("*.eventlog")), "the recording")
+        gone = state("--show-secrets")
+        assert gone.returncode != 0 and "not a running program" in gone.stderr
+    finally:
+        until.touch()
+        if program.poll() is None:
+            program.kill()
+        server.terminate()
+        server.wait(PATIENCE)
+    log = (tmp_path / "server.log").read_text()
+    assert "was shown the unredacted command line and environment of source 1" in log
+    [recording] = list(record.glob("*.eventlog"))
+    for secret in SECRETS[:2]:
+        assert secret not in log and secret.encode() not in recording.read_bytes()
+
