@@ -160,8 +160,11 @@ class EventLogReader:
             false, count it, skip it, and keep going.
     """
 
-    def __init__(self, *, strict: bool = True) -> None:
+    def __init__(self, *, strict: bool = True, apart: frozenset[int] = frozenset()) -> None:
         self.strict = strict
+        #: Type ids that never join a run (:meth:`raw_run`): each comes alone
+        #: from :meth:`next_raw`, for a caller that must look at it.
+        self.apart = apart
         #: The header of the eventlog being read, once one is complete.
         self.header: Header | None = None
         #: Corrupt items a lenient reader skipped.
@@ -541,7 +544,7 @@ class EventLogReader:
                 raise FormatError(self._header_start, f"block marker declared with size {size}, must be {_MARKER.size}")
             self._sizes[type_id] = -1 if size == fmt.VARIABLE else size
             self._decoders[type_id] = _decoder_for(type_id)
-        self._plain = {k: v for k, v in self._sizes.items() if k != fmt.BLOCK_MARKER_ID}
+        self._plain = {k: v for k, v in self._sizes.items() if k != fmt.BLOCK_MARKER_ID and k not in self.apart}
         self._fixed = {}
         for type_id in self._plain:
             cls = EVENT_TYPES.get(type_id)

@@ -14,7 +14,7 @@ import re
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
-    from typing import Iterable, Mapping
+    from typing import Callable, Iterable, Mapping
 
 REDACTED = "<redacted>"
 
@@ -28,38 +28,50 @@ NOT_SECRET = frozenset({"PWD", "OLDPWD"})
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@")
 
 
-def redact_value(value: str) -> str:
+def _replace(value: str) -> str:
+    return REDACTED
+
+
+def mask(value: str) -> str:
+    """Hide a value keeping its length: for bytes that are forwarded as they
+    are, where an event's size cannot change (the server, on a stream a GHC
+    runtime wrote; see lpm/server/source.py)."""
+    return "*" * len(value)
+
+
+def redact_value(value: str, hide: Callable[[str], str] = _replace) -> str:
     """Hide URL passwords in a value whose key is not itself secret."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", value)
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{hide(m['password'])}@", value)
+
+
+def redact_entry(key: str, value: str, hide: Callable[[str], str] = _replace) -> str:
+    """One ``KEY=value`` environment entry, its value hidden if secret."""
+    secret = key not in NOT_SECRET and SECRET_KEY.search(key) is not None
+    return f"{key}={hide(value) if secret else redact_value(value, hide)}"
 
 
 def redact_env(env: Mapping[str, str]) -> list[str]:
     """``KEY=value`` strings, sorted, with secret values replaced."""
-    out = []
-    for key in sorted(env):
-        secret = key not in NOT_SECRET and SECRET_KEY.search(key) is not None
-        value = REDACTED if secret else redact_value(env[key])
-        out.append(f"{key}={value}")
-    return out
+    return [redact_entry(key, env[key]) for key in sorted(env)]
 
 
-def redact_argv(argv: Iterable[str]) -> list[str]:
+def redact_argv(argv: Iterable[str], hide: Callable[[str], str] = _replace) -> list[str]:
     """argv with the values of secret-looking options replaced."""
     out: list[str] = []
     hide_next = False
     for arg in argv:
         if hide_next:
-            out.append(REDACTED)
+            out.append(hide(arg))
             hide_next = False
             continue
         if arg.startswith("-"):
-            name, eq, _ = arg.partition("=")
+            name, eq, value = arg.partition("=")
             if SECRET_KEY.search(name):
                 if eq:
-                    out.append(f"{name}={REDACTED}")
+                    out.append(f"{name}={hide(value)}")
                 else:
                     out.append(arg)
                     hide_next = True
                 continue
-        out.append(redact_value(arg))
+        out.append(redact_value(arg, hide))
     return out

@@ -19,6 +19,7 @@ from typing import List, Optional, Tuple
 from ..eventlog import format as fmt
 from ..eventlog.reader import NEED_DATA, DataEnd, EndOfStream, EventLogReader, Header, RawEvent, Skipped
 from ..eventlog.writer import EventType, encode_header
+from ..leech.redact import REDACTED, mask, redact_argv, redact_entry
 from .state import Limits, SourceState
 
 #: Kinds of source, as ``sources`` lists them.
@@ -80,6 +81,39 @@ class Chunk:
         return b"".join(out), count
 
 
+#: ProgramArgs and ProgramEnv.
+_PROGRAM_IDS = frozenset({30, 31})
+
+
+def _mask(value: str) -> str:
+    return value if value == REDACTED else mask(value)
+
+
+def mask_secrets(piece: Piece) -> Piece:
+    """``piece`` with secret argv and environment values hidden.
+
+    A GHC runtime writes its whole environment and argv into the eventlog
+    (the leech redacts its own before they leave the program).  The server
+    forwards and records events as they came, without re-encoding, and a
+    block marker already sent fixes its block's size: so the values are
+    hidden in place, byte for byte (``*`` for each), the same rule as the
+    leech's (:mod:`lpm.leech.redact`), and every size stays true.  A leech's
+    own stream is not looked at (it hid them already, as ``<redacted>``).
+    """
+    raw = piece.raw
+    out = bytearray(raw)
+    for tid, _, start, end in piece.events:
+        if tid in _PROGRAM_IDS and end - start > 4:
+            parts = bytes(raw[start + 4 : end]).decode("latin-1").split("\0")
+            if tid == 30:
+                hidden = redact_argv(parts, _mask)
+            else:
+                hidden = [redact_entry(*p.partition("=")[::2], _mask) if "=" in p else p for p in parts]
+            out[start + 4 : end] = "\0".join(hidden).encode("latin-1")
+            assert len(out) == len(raw), "masking keeps every size"
+    return Piece(bytes(out), piece.events)
+
+
 def header_bytes(header: Header) -> bytes:
     """A header's bytes as written (re-encoded only for a Header made by hand)."""
     if header.raw:
@@ -97,7 +131,8 @@ class Source:
         self.kind = kind
         self.path = path
         self.pid = pid
-        self.reader = EventLogReader(strict=False)
+        # ProgramArgs and ProgramEnv come apart from runs, to be masked.
+        self.reader = EventLogReader(strict=False, apart=frozenset() if kind == LEECH else _PROGRAM_IDS)
         self.state = SourceState(limits, label=f"source {id} ({name})")
         self.header: Optional[bytes] = None
         self.bytes_in = 0
@@ -141,7 +176,8 @@ class Source:
                 break
             if isinstance(item, RawEvent):
                 start = reader.payload_offset(item.type_id)
-                current.pieces.append(Piece(item.raw, [(item.type_id, item.ts, start, len(item.raw))]))
+                piece = Piece(item.raw, [(item.type_id, item.ts, start, len(item.raw))])
+                current.pieces.append(mask_secrets(piece) if item.type_id in _PROGRAM_IDS else piece)
                 self.events_in += 1
                 if item.type_id == fmt.BLOCK_MARKER_ID:
                     self.blocks = True
