@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import ssl
 import sys
 import threading
@@ -115,17 +116,22 @@ def _connected(args: argparse.Namespace, **options: Any) -> Client:
     if not client.connected.wait(args.timeout):
         client.close()
         where = f"UDP {args.udp[0]}:{args.udp[1]}" if args.udp else f"{args.server[0]}:{args.server[1]}"
-        why = f": {_why(client.last_error)}" if client.last_error is not None else ""
+        why = f": {_why(client.last_error, client.tls is not None)}" if client.last_error is not None else ""
         raise CommandError(f"cannot reach the server at {where}{why}")
     return client
 
 
-def _why(error: BaseException) -> str:
+def _why(error: BaseException, secure: bool) -> str:
     """A connection failure in a few words, with what to do for the TLS ones."""
     if isinstance(error, ssl.SSLCertVerificationError):
-        return f"{error.verify_message or error} (give the server's certificate or its CA with --tls-ca)"
+        message = error.verify_message or str(error)
+        if "mismatch" in message:
+            return f"{message} (connect by a name or address the certificate holds)"
+        return f"{message} (give the server's certificate or its CA with --tls-ca)"
     if isinstance(error, ssl.SSLError):
         return f"TLS failed: {tls.describe(error)} (does the server use --tls-cert?)"
+    if isinstance(error, (TimeoutError, socket.timeout)) and not secure:
+        return "timed out (a server started with --tls-cert wants --tls or --tls-ca)"
     if isinstance(error, OSError):
         return error.strerror or str(error)
     return str(error)
