@@ -117,6 +117,11 @@
  *       PyGeneration, and the sampler's code table emptied, as one step.
  *   PyObject *lpm_bg_stats(ctx)
  *       (ticks, code objects numbered, failed reads), or None.
+ *   int lpm_trace(ctx, int mode, unsigned long skip_ident)
+ *   PyObject *lpm_trace_stats(ctx)
+ *       Call tracing off (0), on (1), or the interpreter's floor for it (2)
+ *       in every thread but skip_ident's (lpm's monitor); (mode, numbers
+ *       given out, threads another profiler keeps).  See "call tracing".
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -147,7 +152,7 @@
 
 #define LPM_EXPORT __attribute__((visibility("default")))
 
-#define LPM_ABI_VERSION 3
+#define LPM_ABI_VERSION 4
 
 #ifndef F_SETPIPE_SZ
 #define F_SETPIPE_SZ 1031
@@ -185,7 +190,9 @@ static inline PyObject *Py_NewRef(PyObject *o)
     X(EV_DATA_LOSS, 0x1009, 28, PyDataLoss)              \
     X(EV_SEQ_POINT, 0x100A, 12, PySeqPoint)              \
     X(EV_GENERATION, 0x100B, 4, PyGeneration)            \
-    X(EV_BLOCK_INFO, 0x100D, 12, PyBlockInfo)
+    X(EV_BLOCK_INFO, 0x100D, 12, PyBlockInfo)          \
+    X(EV_CALL, 0x100E, 4, PyCall)                        \
+    X(EV_RETURN, 0x100F, 4, PyReturn)
 
 #define AS_ID(sym, id, size, name) sym = id,
 #define AS_SIZE(sym, id, size, name) sym##_SIZE = size,
@@ -285,6 +292,23 @@ struct bytes {
 
 enum { IDLE, RUNNING, STOPPING, STOPPED };
 
+/* Call tracing (see "call tracing" below).  Under the GIL. */
+struct cfn {
+    const PyMethodDef *ml; /* a C function's definition: static for builtins */
+    uint64_t v;            /* generation << 32 | number */
+};
+struct tracer {
+    int mode;       /* TRACE_OFF, TRACE_ON, TRACE_FLOOR */
+    uint32_t gen;   /* the generation this ctx's numbers belong to */
+    uint32_t next;  /* numbers given out */
+    struct cfn *cfns; /* open addressing by ml */
+    size_t ccap, cn;
+    PyObject *old_hook; /* threading's profile hook before ours (before 3.12) */
+    int tool;           /* the sys.monitoring tool id held (3.12 on), or -1 */
+    unsigned long skip; /* the thread left out: lpm's monitor */
+    uint64_t skipped;   /* threads left alone: another profiler was installed there */
+};
+
 struct ctx {
     uint64_t serial;
     unsigned forkgen;
@@ -343,6 +367,7 @@ struct ctx {
     _Atomic uint64_t bytes_written, connections, reader_events;
 
     struct sampler *bg; /* the background sampler, while it runs (GIL) */
+    struct tracer tr;
 
     struct ctx *next; /* registry */
 };
@@ -1308,15 +1333,12 @@ static PyObject *py_gc_callback(PyObject *self, PyObject *const *args, Py_ssize_
  * from the monitor thread instead of a Python loop per frame.  `code` is a
  * name, first line and file; the event is built whole in `out` (at most
  * HEAD + 2 + 8 + 2 * (max_text + 1) bytes: max_text is under 64 KiB - 8). */
-static int code_event(struct ctx *c, struct thread *st, uint64_t ts, PyCodeObject *code, uint32_t number)
+/* PyCode: `number` is function `name` of `filename` from line `first_line`. */
+static int declare(struct ctx *c, struct thread *st, uint64_t ts, uint32_t number, uint32_t first_line,
+                   PyObject *name, PyObject *filename)
 {
-#if PY_VERSION_HEX >= 0x030B0000
-    PyObject *name = code->co_qualname;
-#else
-    PyObject *name = code->co_name;
-#endif
     struct text tn, tf;
-    if (text_prepare(c, name, &tn) < 0 || text_prepare(c, code->co_filename, &tf) < 0)
+    if (text_prepare(c, name, &tn) < 0 || text_prepare(c, filename, &tf) < 0)
         return -1;
     size_t len = 8 + tn.bytes + 1 + tf.bytes + 1;
     if (len > MAX_PAYLOAD) { /* two clipped texts always fit; this is a guard */
@@ -1329,7 +1351,7 @@ static int code_event(struct ctx *c, struct thread *st, uint64_t ts, PyCodeObjec
         return -1;
     }
     uint8_t *p = put16(put_head(out, EV_CODE, ts), (uint16_t)len);
-    p = put32(put32(p, number), (uint32_t)code->co_firstlineno);
+    p = put32(put32(p, number), first_line);
     p = text_put(p, &tn);
     *p++ = 0;
     p = text_put(p, &tf);
@@ -1337,6 +1359,16 @@ static int code_event(struct ctx *c, struct thread *st, uint64_t ts, PyCodeObjec
     put_event(c, st, ts, out, (size_t)(p - out), NULL);
     PyMem_Free(out);
     return 0;
+}
+
+static int code_event(struct ctx *c, struct thread *st, uint64_t ts, PyCodeObject *code, uint32_t number)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    PyObject *name = code->co_qualname;
+#else
+    PyObject *name = code->co_name;
+#endif
+    return declare(c, st, ts, number, (uint32_t)code->co_firstlineno, name, code->co_filename);
 }
 
 /* The frames of one thread, innermost first, as code numbers; new code
@@ -1930,6 +1962,456 @@ static PyMethodDef SINK_FUNCTIONS[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* -- call tracing ---------------------------------------------------------- */
+
+/* Every call and return of Python and C functions, as PyCall and PyReturn
+ * (code number only: 14 bytes each) into the calling thread's own buffer,
+ * through the interpreter's cheapest hook: a C profile function before 3.12
+ * (installed in every thread, and through threading.setprofile in threads
+ * started later), sys.monitoring from 3.12 (one registration for every
+ * thread, its callbacks builtins made here).  The events map as the 3.12
+ * legacy profiler maps sys.monitoring's: start, resume and throw are calls;
+ * return, yield and unwind are returns; C functions (builtins and method
+ * descriptors, as cProfile counts them) have their own calls and returns.
+ *
+ * A code object's number lives in its co_extra slot with the generation it
+ * was given in, so the lookup is an array index and a freed code object
+ * takes its number with it (no address is ever mistaken for another).  C
+ * functions are keyed by their PyMethodDef, which builtins keep for the
+ * life of the process.  The tracer's numbers start at 2**31, apart from the
+ * samplers', and are never given twice in a run.  Each is declared (PyCode)
+ * once per generation, in the buffer of the thread that used it first, so
+ * another thread's uses can reach a reader before the declaration does: a
+ * reader keeps the tracer's names for the whole run and may learn one late.
+ * A new generation declares them again, under new numbers, for readers that
+ * joined since.  TRACE_FLOOR
+ * installs the same hooks with empty callbacks: the interpreter's own cost
+ * for any tracer, which bench/tracing.py measures lpm against. */
+
+enum { TRACE_OFF, TRACE_ON, TRACE_FLOOR };
+#define TRACE_FIRST UINT32_C(0x80000000)
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define CODE_GET_EXTRA PyUnstable_Code_GetExtra
+#define CODE_SET_EXTRA PyUnstable_Code_SetExtra
+#define REQUEST_EXTRA PyUnstable_Eval_RequestCodeExtraIndex
+#else
+#define CODE_GET_EXTRA _PyCode_GetExtra
+#define CODE_SET_EXTRA _PyCode_SetExtra
+#define REQUEST_EXTRA _PyEval_RequestCodeExtraIndex
+#endif
+
+static Py_ssize_t code_extra = -1; /* the co_extra index: (gen << 32 | number) */
+static PyObject *builtin_file;     /* "<built-in>", the file C functions are declared with */
+
+static inline uint32_t trace_next(struct ctx *c)
+{
+    return TRACE_FIRST | (++c->tr.next & 0x7FFFFFFFu);
+}
+
+/* Declarations run Python's C API; the event being traced may have an
+ * exception in flight, which they must neither see nor lose. */
+#define KEEP_ERROR(body)                              \
+    do {                                              \
+        PyObject *et_, *ev_, *tb_;                    \
+        PyErr_Fetch(&et_, &ev_, &tb_);                \
+        body;                                         \
+        PyErr_Clear();                                \
+        PyErr_Restore(et_, ev_, tb_);                 \
+    } while (0)
+
+static uint32_t traced_code(struct ctx *c, struct thread *st, PyObject *code, uint64_t ts)
+{
+    void *extra = NULL;
+    if (CODE_GET_EXTRA(code, code_extra, &extra) == 0 && extra != NULL) {
+        uint64_t v = (uint64_t)(uintptr_t)extra;
+        if ((uint32_t)(v >> 32) == c->tr.gen)
+            return (uint32_t)v;
+    }
+    uint32_t n = trace_next(c);
+    KEEP_ERROR({
+        if (CODE_SET_EXTRA(code, code_extra, (void *)(uintptr_t)((uint64_t)c->tr.gen << 32 | n)) == 0)
+            code_event(c, st, ts, (PyCodeObject *)code, n);
+    });
+    return n;
+}
+
+static const PyMethodDef *c_function(PyObject *callable)
+{
+    if (PyCFunction_Check(callable))
+        return ((PyCFunctionObject *)callable)->m_ml;
+    if (Py_IS_TYPE(callable, &PyMethodDescr_Type))
+        return ((PyMethodDescrObject *)callable)->d_method;
+    return NULL;
+}
+
+/* "module.name" or "type.name", as cProfile names them. */
+static PyObject *c_function_name(PyObject *callable, const PyMethodDef *ml)
+{
+    if (Py_IS_TYPE(callable, &PyMethodDescr_Type))
+        return PyUnicode_FromFormat("%s.%s", ((PyDescrObject *)callable)->d_type->tp_name, ml->ml_name);
+    PyObject *self = ((PyCFunctionObject *)callable)->m_self;
+    if (self != NULL && !PyModule_Check(self))
+        return PyUnicode_FromFormat("%s.%s", Py_TYPE(self)->tp_name, ml->ml_name);
+    PyObject *module = ((PyCFunctionObject *)callable)->m_module;
+    if (module != NULL && PyUnicode_Check(module))
+        return PyUnicode_FromFormat("%U.%s", module, ml->ml_name);
+    return PyUnicode_FromString(ml->ml_name);
+}
+
+static int cfns_grow(struct tracer *tr)
+{
+    size_t cap = tr->ccap ? 2 * tr->ccap : 256;
+    struct cfn *t = calloc(cap, sizeof *t);
+    if (t == NULL)
+        return -1;
+    for (size_t i = 0; i < tr->ccap; i++) {
+        if (tr->cfns[i].ml == NULL)
+            continue;
+        size_t j = ((uintptr_t)tr->cfns[i].ml >> 4) & (cap - 1);
+        while (t[j].ml != NULL)
+            j = (j + 1) & (cap - 1);
+        t[j] = tr->cfns[i];
+    }
+    free(tr->cfns);
+    tr->cfns = t;
+    tr->ccap = cap;
+    return 0;
+}
+
+/* A C function's number, 0 for a callable that is not one. */
+static uint32_t cfunc_number(struct ctx *c, struct thread *st, PyObject *callable, uint64_t ts)
+{
+    const PyMethodDef *ml = c_function(callable);
+    if (ml == NULL)
+        return 0;
+    struct tracer *tr = &c->tr;
+    size_t i = 0;
+    if (tr->ccap) {
+        for (i = ((uintptr_t)ml >> 4) & (tr->ccap - 1); tr->cfns[i].ml != NULL; i = (i + 1) & (tr->ccap - 1))
+            if (tr->cfns[i].ml == ml) {
+                if ((uint32_t)(tr->cfns[i].v >> 32) == tr->gen)
+                    return (uint32_t)tr->cfns[i].v;
+                break;
+            }
+    }
+    if (tr->ccap == 0 || (tr->cfns[i].ml == NULL && 2 * (tr->cn + 1) > tr->ccap)) {
+        if (cfns_grow(tr) < 0)
+            return 0;
+        for (i = ((uintptr_t)ml >> 4) & (tr->ccap - 1); tr->cfns[i].ml != NULL && tr->cfns[i].ml != ml;
+             i = (i + 1) & (tr->ccap - 1))
+            ;
+    }
+    if (tr->cfns[i].ml == NULL)
+        tr->cn++;
+    uint32_t n = trace_next(c);
+    tr->cfns[i].ml = ml;
+    tr->cfns[i].v = (uint64_t)tr->gen << 32 | n;
+    KEEP_ERROR({
+        PyObject *name = c_function_name(callable, ml);
+        if (name != NULL && (builtin_file != NULL || (builtin_file = PyUnicode_InternFromString("<built-in>"))))
+            declare(c, st, ts, n, 0, name, builtin_file);
+        Py_XDECREF(name);
+    });
+    return n;
+}
+
+static inline void trace_put(struct ctx *c, struct thread *st, uint16_t id, uint64_t ts, uint32_t n)
+{
+    uint8_t head[HEAD + 4];
+    put32(put_head(head, id, ts), n);
+    put_owned(c, st, ts, head, sizeof head, NULL);
+}
+
+/* The traced thread's state, or NULL to trace nothing here.  Unlike
+ * current(), spends none of an unnamed thread's tries to find its name: a
+ * thread's start-up makes dozens of calls before threading lists it. */
+static inline struct thread *traced(struct ctx *c)
+{
+    struct thread *st = tls.serial == c->serial && tls.st->gen == tls.gen ? tls.st : register_thread(c);
+    if (st == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return st->ident == c->tr.skip ? NULL : st;
+}
+
+#if PY_VERSION_HEX < 0x030C0000
+static int trace_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    struct ctx *c = CTX(obj);
+    struct thread *st = traced(c);
+    if (st == NULL)
+        return 0;
+    uint64_t ts = now(c);
+    if (what == PyTrace_CALL || what == PyTrace_RETURN) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        uint32_t n = traced_code(c, st, (PyObject *)code, ts);
+        Py_DECREF(code);
+        trace_put(c, st, what == PyTrace_CALL ? EV_CALL : EV_RETURN, ts, n);
+    }
+    else if (what == PyTrace_C_CALL || what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION) {
+        uint32_t n = cfunc_number(c, st, arg, ts);
+        if (n != 0)
+            trace_put(c, st, what == PyTrace_C_CALL ? EV_CALL : EV_RETURN, ts, n);
+    }
+    return 0;
+}
+
+static int trace_empty(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    (void)obj, (void)frame, (void)what, (void)arg;
+    return 0;
+}
+
+/* threading.setprofile's hook: a thread started while tracing runs it once
+ * (through sys.setprofile's trampoline), and it puts the C function in its
+ * place, then traces the event that called it. */
+static PyObject *trace_installer(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct ctx *c = CTX(self);
+    if (c->tr.mode == TRACE_OFF) {
+        PyEval_SetProfile(NULL, NULL);
+        Py_RETURN_NONE;
+    }
+    PyEval_SetProfile(c->tr.mode == TRACE_ON ? trace_profile : trace_empty, self);
+    if (c->tr.mode == TRACE_ON && nargs == 3 && PyFrame_Check(args[0]) && PyUnicode_Check(args[1])) {
+        const char *e = PyUnicode_AsUTF8(args[1]);
+        int what = e == NULL                       ? -1
+                   : strcmp(e, "call") == 0        ? PyTrace_CALL
+                   : strcmp(e, "return") == 0      ? PyTrace_RETURN
+                   : strcmp(e, "c_call") == 0      ? PyTrace_C_CALL
+                   : strcmp(e, "c_return") == 0    ? PyTrace_C_RETURN
+                   : strcmp(e, "c_exception") == 0 ? PyTrace_C_EXCEPTION
+                                                   : -1;
+        PyErr_Clear();
+        if (what >= 0)
+            trace_profile(self, (PyFrameObject *)args[0], what, args[2]);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef INSTALLER = {"lpm_trace_installer", FASTCALL(trace_installer), METH_FASTCALL,
+                                "Puts lpm's C profile function in a new thread."};
+
+static int trace_start(struct ctx *c, PyObject *obj, int mode)
+{
+    Py_tracefunc fn = mode == TRACE_ON ? trace_profile : trace_empty;
+    PyThreadState *me = PyThreadState_Get();
+    for (PyThreadState *t = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(me)); t != NULL;
+         t = PyThreadState_Next(t)) {
+        if (t->thread_id == c->tr.skip)
+            continue; /* the monitor */
+        if (t->c_profilefunc != NULL && t->c_profilefunc != trace_profile && t->c_profilefunc != trace_empty) {
+            c->tr.skipped++; /* another profiler's: not ours to replace */
+            continue;
+        }
+        if (_PyEval_SetProfile(t, fn, obj) < 0)
+            return -1;
+    }
+    PyObject *threading = PyImport_ImportModule("threading");
+    if (threading == NULL)
+        return -1;
+    PyObject *old = PyObject_GetAttrString(threading, "_profile_hook");
+    PyObject *hook = old != NULL ? PyCFunction_NewEx(&INSTALLER, obj, NULL) : NULL;
+    PyObject *r = hook != NULL ? PyObject_CallMethod(threading, "setprofile", "O", hook) : NULL;
+    Py_DECREF(threading);
+    Py_XDECREF(hook);
+    if (r == NULL) {
+        Py_XDECREF(old);
+        return -1;
+    }
+    Py_DECREF(r);
+    Py_XSETREF(c->tr.old_hook, old);
+    return 0;
+}
+
+static int trace_stop(struct ctx *c, PyObject *obj)
+{
+    PyThreadState *me = PyThreadState_Get();
+    for (PyThreadState *t = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(me)); t != NULL;
+         t = PyThreadState_Next(t))
+        if ((t->c_profilefunc == trace_profile || t->c_profilefunc == trace_empty) && t->c_profileobj == obj &&
+            _PyEval_SetProfile(t, NULL, NULL) < 0)
+            return -1;
+    PyObject *threading = PyImport_ImportModule("threading");
+    if (threading == NULL)
+        return -1;
+    PyObject *r = PyObject_CallMethod(threading, "setprofile", "O", c->tr.old_hook ? c->tr.old_hook : Py_None);
+    Py_DECREF(threading);
+    Py_CLEAR(c->tr.old_hook);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+#else
+/* sys.monitoring's callbacks: (code, offset, ...); CALL, C_RETURN and
+ * C_RAISE also (callable, arg0). */
+static PyObject *mon_enter(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct ctx *c = CTX(self);
+    struct thread *st = nargs >= 1 ? traced(c) : NULL;
+    if (st != NULL && PyCode_Check(args[0])) {
+        uint64_t ts = now(c);
+        trace_put(c, st, EV_CALL, ts, traced_code(c, st, args[0], ts));
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *mon_leave(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct ctx *c = CTX(self);
+    struct thread *st = nargs >= 1 ? traced(c) : NULL;
+    if (st != NULL && PyCode_Check(args[0])) {
+        uint64_t ts = now(c);
+        trace_put(c, st, EV_RETURN, ts, traced_code(c, st, args[0], ts));
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *mon_c_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 3 || c_function(args[2]) == NULL)
+        Py_RETURN_NONE; /* a Python function: PY_START tells */
+    struct ctx *c = CTX(self);
+    struct thread *st = traced(c);
+    if (st != NULL) {
+        uint64_t ts = now(c);
+        uint32_t n = cfunc_number(c, st, args[2], ts);
+        if (n != 0)
+            trace_put(c, st, EV_CALL, ts, n);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *mon_c_leave(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 3 || c_function(args[2]) == NULL)
+        Py_RETURN_NONE;
+    struct ctx *c = CTX(self);
+    struct thread *st = traced(c);
+    if (st != NULL) {
+        uint64_t ts = now(c);
+        uint32_t n = cfunc_number(c, st, args[2], ts);
+        if (n != 0)
+            trace_put(c, st, EV_RETURN, ts, n);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *mon_nothing(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self, (void)args, (void)nargs;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef MON_CALLBACKS[] = {
+    {"lpm_enter", FASTCALL(mon_enter), METH_FASTCALL, NULL},
+    {"lpm_leave", FASTCALL(mon_leave), METH_FASTCALL, NULL},
+    {"lpm_c_call", FASTCALL(mon_c_call), METH_FASTCALL, NULL},
+    {"lpm_c_leave", FASTCALL(mon_c_leave), METH_FASTCALL, NULL},
+    {"lpm_nothing", FASTCALL(mon_nothing), METH_FASTCALL, NULL},
+};
+
+/* sys.monitoring events and the callback (index into MON_CALLBACKS) each gets. */
+static const struct {
+    const char *event;
+    int callback;
+} MON_EVENTS[] = {
+    {"PY_START", 0}, {"PY_RESUME", 0}, {"PY_THROW", 0}, {"PY_RETURN", 1}, {"PY_YIELD", 1},
+    {"PY_UNWIND", 1}, {"CALL", 2},     {"C_RETURN", 3}, {"C_RAISE", 3},
+};
+#define MON_NEVENTS (sizeof MON_EVENTS / sizeof MON_EVENTS[0])
+
+static int mon_register(PyObject *mon, int tool, PyObject *obj, int mode)
+{
+    PyObject *events = PyObject_GetAttrString(mon, "events");
+    if (events == NULL)
+        return -1;
+    long mask = 0;
+    int rc = 0;
+    for (size_t i = 0; i < MON_NEVENTS && rc == 0; i++) {
+        PyObject *bit = PyObject_GetAttrString(events, MON_EVENTS[i].event);
+        long value = bit != NULL ? PyLong_AsLong(bit) : -1;
+        Py_XDECREF(bit);
+        if (value == -1 && PyErr_Occurred()) {
+            rc = -1;
+            break;
+        }
+        mask |= value;
+        PyObject *fn = mode == TRACE_OFF ? Py_NewRef(Py_None)
+                                         : PyCFunction_NewEx(&MON_CALLBACKS[mode == TRACE_ON ? MON_EVENTS[i].callback : 4],
+                                                             obj, NULL);
+        PyObject *r = fn != NULL ? PyObject_CallMethod(mon, "register_callback", "ilO", tool, value, fn) : NULL;
+        Py_XDECREF(fn);
+        if (r == NULL)
+            rc = -1;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(events);
+    if (rc == 0) {
+        PyObject *r = PyObject_CallMethod(mon, "set_events", "il", tool, mode == TRACE_OFF ? 0L : mask);
+        if (r == NULL)
+            rc = -1;
+        Py_XDECREF(r);
+    }
+    return rc;
+}
+
+static int trace_start(struct ctx *c, PyObject *obj, int mode)
+{
+    PyObject *mon = PySys_GetObject("monitoring"); /* borrowed */
+    if (mon == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "sys.monitoring is missing");
+        return -1;
+    }
+    /* The profiler's id, else one no other tool holds. */
+    static const int tools[] = {2, 4, 3};
+    int tool = -1;
+    for (size_t i = 0; i < sizeof tools / sizeof tools[0] && tool < 0; i++) {
+        PyObject *r = PyObject_CallMethod(mon, "use_tool_id", "is", tools[i], "lpm");
+        if (r != NULL) {
+            tool = tools[i];
+            Py_DECREF(r);
+        }
+        else if (PyErr_ExceptionMatches(PyExc_ValueError))
+            PyErr_Clear();
+        else
+            return -1;
+    }
+    if (tool < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "every sys.monitoring tool id lpm could use is taken");
+        return -1;
+    }
+    c->tr.tool = tool;
+    if (mon_register(mon, tool, obj, mode) < 0) {
+        KEEP_ERROR({
+            mon_register(mon, tool, obj, TRACE_OFF);
+            PyObject *r = PyObject_CallMethod(mon, "free_tool_id", "i", tool);
+            Py_XDECREF(r);
+        });
+        c->tr.tool = -1;
+        return -1;
+    }
+    return 0;
+}
+
+static int trace_stop(struct ctx *c, PyObject *obj)
+{
+    PyObject *mon = PySys_GetObject("monitoring");
+    if (mon == NULL || c->tr.tool < 0)
+        return 0;
+    int rc = mon_register(mon, c->tr.tool, obj, TRACE_OFF);
+    PyObject *r = PyObject_CallMethod(mon, "free_tool_id", "i", c->tr.tool);
+    if (r == NULL)
+        rc = -1;
+    Py_XDECREF(r);
+    c->tr.tool = -1;
+    return rc;
+}
+#endif
+
 /* -- the writer pthread ----------------------------------------------------- */
 
 /* PureSink._block; 0 when out of memory (the bytes wait for the next round). */
@@ -2483,6 +2965,7 @@ static struct ctx *ctx_new(const struct lpm_config *cfg, PyObject *header, PyObj
     c->size = (uint32_t)cfg->buffer_size;
     c->nbufs = (uint32_t)cfg->buffers;
     c->t0 = mono_ns();
+    c->tr.tool = -1;
     c->forkgen = ~atomic_load(&g_forkgen); /* until the locks exist: nothing for ctx_free to destroy */
     atomic_init(&c->fd, -1);
     atomic_init(&c->cfd, -1);
@@ -2943,6 +3426,7 @@ LPM_EXPORT int lpm_bg_generation(PyObject *obj, uint32_t gen)
     uint64_t ts = now(c);
     uint8_t head[HEAD + EV_GENERATION_SIZE];
     put32(put_head(head, EV_GENERATION, ts), gen);
+    c->tr.gen = gen; /* the tracer declares its numbers again from here */
     struct sampler *s = c->bg;
     if (s == NULL || st != s->st) {
         put_event(c, st, ts, head, sizeof head, NULL);
@@ -2955,6 +3439,50 @@ LPM_EXPORT int lpm_bg_generation(PyObject *obj, uint32_t gen)
     atomic_store(&s->ncodes, 0);
     pthread_mutex_unlock(&s->lock);
     return 0;
+}
+
+/* Call tracing off (0), on (1), or its floor (2: the same hooks, empty),
+ * in every thread but `skip` (the monitor's). */
+LPM_EXPORT int lpm_trace(PyObject *obj, int mode, unsigned long skip)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return -1;
+    if (inherited(c))
+        return 0;
+    if (mode < TRACE_OFF || mode > TRACE_FLOOR) {
+        PyErr_Format(PyExc_ValueError, "trace mode %d is not 0 (off), 1 (on) or 2 (floor)", mode);
+        return -1;
+    }
+    c->tr.skip = skip;
+    if (mode == c->tr.mode)
+        return 0;
+    if (code_extra < 0 && (code_extra = REQUEST_EXTRA(NULL)) < 0)
+        return -1;
+    if (c->tr.mode != TRACE_OFF) {
+        if (trace_stop(c, obj) < 0)
+            return -1;
+        c->tr.mode = TRACE_OFF;
+    }
+    if (mode != TRACE_OFF) {
+        c->tr.mode = mode; /* before the hooks: a thread they start sees it */
+        if (trace_start(c, obj, mode) < 0) {
+            KEEP_ERROR(trace_stop(c, obj));
+            c->tr.mode = TRACE_OFF;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* (mode, code and C function numbers given out, threads left to another
+ * profiler). */
+LPM_EXPORT PyObject *lpm_trace_stats(PyObject *obj)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return NULL;
+    return Py_BuildValue("(iIK)", c->tr.mode, c->tr.next, (unsigned long long)c->tr.skipped);
 }
 
 /* (ticks, code objects in the table, failed reads), or None when no

@@ -18,7 +18,7 @@ from functools import lru_cache
 from ..errors import LeechError
 
 #: The C ABI version this module was written against (LPM_ABI_VERSION in leech.c).
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -67,6 +67,8 @@ _SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "lpm_bg_start": ([_CTX, ctypes.c_double], ctypes.c_int),
     "lpm_bg_rate": ([_CTX, ctypes.c_double], ctypes.c_int),
     "lpm_bg_generation": ([_CTX, ctypes.c_uint32], ctypes.c_int),
+    "lpm_trace": ([_CTX, ctypes.c_int, ctypes.c_ulong], ctypes.c_int),
+    "lpm_trace_stats": ([_CTX], ctypes.py_object),
     "lpm_bg_stats": ([_CTX], ctypes.py_object),
     "lpm_bg_stop": ([_CTX], ctypes.c_int),
 }

@@ -53,6 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="native (C) or python leech (default auto: native when it loads)",
     )
     parser.add_argument(
+        "--trace",
+        action="store_const",
+        const="on",
+        help="trace every call and return of Python and C functions from the start, in every thread "
+        "(PyCall/PyReturn events: exact call trees, nested slices in exports); costs what a profiler does, "
+        "so it is off by default; the control FIFO's 'trace on|off' switches it at run time",
+    )
+    parser.add_argument(
         "--sampler",
         choices=["auto", "gil"],
         help="auto: the native leech samples without taking the GIL where it can (default); "
@@ -81,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         "directory": args.directory,
         "implementation": args.implementation,
         "sampler": args.sampler,
+        "trace": args.trace,
     }
     if module is not None:
         argv = [module, *rest]

@@ -108,6 +108,8 @@ TYPES: tuple[tuple[int, str, str, str], ...] = (
     (0x100B, 'PyGeneration', 'I', 'lpm: generation'),
     (0x100C, 'PySetting', 'st', 'lpm: interpreter setting'),
     (0x100D, 'PyBlockInfo', 'IQ', 'lpm: block info'),
+    (0x100E, 'PyCall', 'I', 'lpm: call'),
+    (0x100F, 'PyReturn', 'I', 'lpm: return'),
 )
 
 #: Bytes of each fixed-size field code.

@@ -994,6 +994,29 @@ class PyBlockInfo(Event):
     first_seq: int
 
 
+@event("call of {code}")
+@dataclass
+class PyCall(Event):
+    """Call tracing: the thread of the block enters function ``code``, a
+    PyCode number from 2**31 up (C functions declared with file
+    ``<built-in>`` and line 0).  The tracer never gives a number twice in a
+    run, and its declaration may come after a use in another thread's block:
+    keep these names for the whole run, across generations."""
+
+    __slots__ = ("code",)
+    code: int
+
+
+@event("return from {code}")
+@dataclass
+class PyReturn(Event):
+    """Call tracing: the thread of the block leaves ``code`` (by return,
+    exception or yield), the innermost function it entered."""
+
+    __slots__ = ("code",)
+    code: int
+
+
 def _check_ranges() -> None:
     for id, cls in EVENT_TYPES.items():
         own = cls.DESCRIPTION.startswith("lpm:")

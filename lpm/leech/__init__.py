@@ -56,6 +56,8 @@ class Leech:
         self.monitor.own_thread(self.sink.writer_ident)
         gc.callbacks.append(self.sink.gc_callback)
         self.monitor.start()
+        if self.config.trace != "off":
+            self.monitor.trace(self.config.trace)
 
     def stop(self) -> None:
         try:

@@ -15,6 +15,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
     from typing import Any, Mapping
 
+#: Call tracing: off, on, or "floor" (the same hooks with empty callbacks:
+#: what the interpreter costs any tracer, for benchmarks).
+TRACE_MODES = ("off", "on", "floor")
+
 #: Every setting, in the order __init__ takes them.
 FIELDS = (
     "sample_rate",
@@ -28,6 +32,7 @@ FIELDS = (
     "fixed_clock",
     "implementation",
     "sampler",
+    "trace",
 )
 
 
@@ -60,6 +65,10 @@ class LeechConfig:
             that never takes the GIL, where the kernel lets a process read its
             own memory with process_vm_readv; else as "gil") or "gil" (the
             monitor thread takes the GIL for every sample).
+        trace: call tracing from the start: "on" (every call and return of
+            Python and C functions, in every thread: PyCall and PyReturn),
+            "off", or "floor" (the same hooks doing nothing, for benchmarks);
+            the control FIFO's "trace" command changes it at run time.
     """
 
     __slots__ = FIELDS
@@ -78,6 +87,7 @@ class LeechConfig:
         fixed_clock: int | None = None,
         implementation: str = "auto",
         sampler: str = "auto",
+        trace: str = "off",
     ) -> None:
         self.sample_rate = sample_rate
         self.heap_interval = heap_interval
@@ -90,6 +100,7 @@ class LeechConfig:
         self.fixed_clock = fixed_clock
         self.implementation = implementation
         self.sampler = sampler
+        self.trace = trace
         if self.sample_rate < 0 or self.sample_rate > 10_000:
             raise LeechError(f"sample_rate {self.sample_rate} is outside 0..10000 per second")
         for name in ("heap_interval", "flush_interval", "generation_interval", "stop_timeout"):
@@ -103,6 +114,8 @@ class LeechConfig:
             raise LeechError(f"implementation {self.implementation!r} is not auto, native or python")
         if self.sampler not in ("auto", "gil"):
             raise LeechError(f"sampler {self.sampler!r} is not auto or gil")
+        if self.trace not in TRACE_MODES:
+            raise LeechError(f"trace {self.trace!r} is not one of {', '.join(TRACE_MODES)}")
 
     def values(self) -> dict[str, Any]:
         """Every setting by name."""
@@ -140,7 +153,7 @@ def from_environment(env: Mapping[str, str] | None = None, **overrides: Any) -> 
             continue
         kind = type(getattr(_DEFAULTS, name))
         try:
-            if name in ("directory", "implementation", "sampler"):
+            if name in ("directory", "implementation", "sampler", "trace"):
                 values[name] = raw
             elif name == "fixed_clock" or kind is int:
                 values[name] = int(raw, 0)

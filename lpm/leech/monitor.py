@@ -45,6 +45,7 @@ from types import CodeType, FrameType
 
 import _tracemalloc  # the builtin half of tracemalloc: no import cost
 from . import procinfo, wire
+from .config import TRACE_MODES
 from .sink import Sink
 
 #: Deepest stack a sample records; deeper stacks keep their innermost frames.
@@ -55,7 +56,7 @@ MAX_CODES = 50_000
 #: found by the sampler as it meets them).
 THREAD_SCAN = 0.1
 
-COMMANDS = ("pause", "resume", "resend", "rate HZ", "heap-interval SECONDS")
+COMMANDS = ("pause", "resume", "resend", "rate HZ", "heap-interval SECONDS", "trace on|off")
 
 
 class Monitor:
@@ -77,6 +78,7 @@ class Monitor:
         self._numbers: dict[int, int] = {}  # ident -> number, or -1 for lpm's own threads: the C sampler's view
         self._sampler = sink.sampler()
         self.background = False  # the sink samples on a thread of its own (see _run)
+        self.tracing = "off"  # call tracing: see LeechConfig.trace
         self._resend = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -87,6 +89,10 @@ class Monitor:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="lpm-monitor", daemon=True)
         self._thread.start()
+
+    @property
+    def ident(self) -> int | None:
+        return self._thread.ident if self._thread is not None else None
 
     def stop(self) -> None:
         """Stop the thread.  The sink's writer sends the final sequence points."""
@@ -121,7 +127,17 @@ class Monitor:
         try:
             self._loop(next_sample, next_heap, next_scan, next_gen, paused)
         finally:
+            if self.tracing != "off":
+                self.trace("off")  # before the sink goes: the hooks point into it
             sink.background_stop()
+
+    def trace(self, mode: str) -> None:
+        """Call tracing on, off or floor, in every thread but this one's;
+        from the thread that starts the leech (so that it is on before the
+        program's next call) or from this one (a command)."""
+        self.sink.trace(mode, self.ident or 0)
+        self.tracing = mode
+        self.sink.emit_event(wire.PY_SETTING, "lpm.trace", mode)
 
     def _loop(self, next_sample: float, next_heap: float, next_scan: float, next_gen: float, paused: bool) -> None:
         sink = self.sink
@@ -183,6 +199,10 @@ class Monitor:
                 self.rate = rate
                 self.sink.background_rate(rate)
                 self.sink.emit_event(wire.PY_SETTING, "lpm.sample_rate", repr(rate))
+            elif word == "trace":
+                if arg not in TRACE_MODES:
+                    return f"error: trace {arg!r} is not one of {', '.join(TRACE_MODES)}"
+                self.trace(arg)
             elif word == "heap-interval":
                 interval = float(arg)
                 if interval < 0:

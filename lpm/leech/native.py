@@ -27,7 +27,7 @@ import os
 
 from .. import _native
 from ..errors import LeechError
-from .config import LeechConfig
+from .config import TRACE_MODES as _TRACE_MODES, LeechConfig
 from .pure import BACKOFF, MAX_TEXT
 from .sink import Sink
 
@@ -149,6 +149,13 @@ class NativeSink(Sink):
 
     def background_stop(self) -> None:
         self._lib.lpm_bg_stop(self._ctx)
+
+    def trace(self, mode: str, skip: int) -> None:
+        self._lib.lpm_trace(self._ctx, _TRACE_MODES.index(mode), skip)
+
+    def trace_stats(self) -> tuple[str, int, int]:
+        mode, numbered, skipped = cast("tuple[int, int, int]", self._lib.lpm_trace_stats(self._ctx))
+        return _TRACE_MODES[mode], numbered, skipped
 
     def new_generation(self, generation: int) -> None:
         self._lib.lpm_bg_generation(self._ctx, generation)

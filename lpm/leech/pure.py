@@ -69,6 +69,7 @@ from ..eventlog import format as fmt
 from . import wire
 from .config import LeechConfig
 from .sink import Sink
+from .tracing import CallTracer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
@@ -137,6 +138,7 @@ class _Thread:
         "gone",
         "dropped",
         "unnamed",
+        "trace_epoch",
     )
 
     def __init__(self, number: int, slot: int, ident: int, native_id: int, name: str) -> None:
@@ -153,6 +155,7 @@ class _Thread:
         self.gone = False
         self.dropped = 0  # events dropped in the thread's life; only it writes this
         self.unnamed = 0  # default name: events left that look for its own (_name_unnamed)
+        self.trace_epoch = 0  # the tracer's epoch this thread's hook follows (see tracing.py)
 
 
 class _ExitWatch:
@@ -257,6 +260,7 @@ class PureSink(Sink):
         self._retiring: list[_Thread] = []  # ended, awaiting their closing block
         self.new: list[tuple[int, int, int, str]] = []  # (number, ident, native id, name) of new threads
         self._announce: list[_Thread] = []  # registered, not yet announced in a writer block
+        self.tracer = CallTracer(self)
         self._control_fd: int | None = None
         self._control_buf = b""
         self._commands: Deque[str] = collections.deque(maxlen=64)
@@ -418,13 +422,19 @@ class PureSink(Sink):
 
     # -- the hot path --------------------------------------------------------
 
-    def _emit(self, event: bytes, ts: int) -> None:
-        """Write one encoded event into the calling thread's buffer."""
+    def _emit(self, event: bytes, ts: int, naming: bool = True) -> None:
+        """Write one encoded event into the calling thread's buffer.
+        ``naming``: an unnamed thread's event looks for its name (the
+        tracer's do not: a thread's start-up makes dozens of calls before
+        threading lists it)."""
         st: _Thread | None = getattr(self._local, "state", None)
-        if st is None or st.gone or st.unnamed:
+        if st is None or st.gone or (st.unnamed and naming):
             st = self._register()
             if st is None:
                 return
+        if st.trace_epoch != self.tracer.epoch:
+            st.trace_epoch = self.tracer.epoch
+            self.tracer.adopt()
         if self._paused:
             return
         seq = st.seq
@@ -545,6 +555,16 @@ class PureSink(Sink):
     def start(self) -> None:
         self._writer = threading.Thread(target=self._run, name="lpm-writer", daemon=True)
         self._writer.start()
+
+    def trace(self, mode: str, skip: int) -> None:
+        self.tracer.set_mode(mode, frozenset(i for i in (skip, self.writer_ident) if i is not None))
+
+    def trace_stats(self) -> tuple[str, int, int]:
+        return self.tracer.mode, self.tracer.numbered, 0
+
+    def new_generation(self, generation: int) -> None:
+        self.tracer.gen = generation  # its numbers are declared again from here
+        super().new_generation(generation)
 
     @property
     def writer_ident(self) -> int | None:

@@ -86,6 +86,15 @@ class Sink(abc.ABC):
     def background_stop(self) -> None:
         """Stop the background sampler, if one runs."""
 
+    def trace(self, mode: str, skip: int) -> None:
+        """Call tracing "on", "off" or "floor" (see LeechConfig.trace), in
+        every thread but the one of ident ``skip`` (lpm's monitor)."""
+        raise NotImplementedError
+
+    def trace_stats(self) -> tuple[str, int, int]:
+        """(mode, functions numbered, threads left to another profiler)."""
+        raise NotImplementedError
+
     def new_generation(self, generation: int) -> None:
         """``PyGeneration``; with a background sampler, its code table starts
         empty again with no sample between the two."""

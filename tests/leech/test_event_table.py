@@ -19,7 +19,7 @@ from lpm import _native
 from lpm.errors import LeechError
 from lpm.eventlog import EVENT_TYPES, catalog
 from lpm.eventlog.events import declared_size
-from lpm.leech import pure, wire
+from lpm.leech import pure, tracing, wire
 from lpm.leech.monitor import Monitor
 from lpm.leech.sink import Sink
 
@@ -57,7 +57,7 @@ def test_ids_are_unique(lib: ctypes.PyDLL) -> None:
 
 
 def test_the_c_library_writes_what_the_pure_leech_writes(lib: ctypes.PyDLL) -> None:
-    kinds = set(re.findall(r"wire\.([A-Z_]+)\.ID", inspect.getsource(pure)))
+    kinds = set(re.findall(r"wire\.([A-Z_]+)\.ID", inspect.getsource(pure) + inspect.getsource(tracing)))
     sampled = set(re.findall(r"wire\.([A-Z_]+)\b", inspect.getsource(Monitor._sample_python)))
     assert sampled == {"PY_CODE", "PY_SAMPLE"}
     # The background sampler's table and the generation go together (leech.c).
