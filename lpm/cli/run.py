@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"seconds between flushes of partly filled buffers (default {defaults.flush_interval:g})",
     )
     parser.add_argument(
-        "--budget", type=int, metavar="BYTES", help=f"bytes of event buffers in all (default {defaults.budget})"
+        "--budget", type=int, metavar="BYTES", help=f"bytes of event buffers in all (default {defaults.budget}; {leech_config.TRACE_BUDGET} with --trace)"
     )
     parser.add_argument("--dir", dest="directory", metavar="DIR", help="directory for the FIFOs (default: $LPM_DIR, ...)")
     parser.add_argument(

@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/cat
 #: Call tracing: off, on, or "floor" (the same hooks with empty callbacks:
 #: what the interpreter costs any tracer, for benchmarks).
 TRACE_MODES = ("off", "on", "floor")
+#: The budget when tracing and none is given (bytes).
+TRACE_BUDGET = 64 << 20
 
 #: Every setting, in the order __init__ takes them.
 FIELDS = (
@@ -50,7 +52,8 @@ class LeechConfig:
         generation_interval: seconds between generations (thread status,
             settings and sequence points re-sent); 0: never.
         budget: bytes of event buffers in all; when they are all in use, new
-            events are dropped and counted.
+            events are dropped and counted.  Default 4 MiB, and
+            :data:`TRACE_BUDGET` (64 MiB) when tracing from the start.
         buffer_size: bytes of one thread buffer (the unit taken from and
             returned to the budget).
         stop_timeout: seconds stop() waits for a slow reader to take the last
@@ -80,7 +83,7 @@ class LeechConfig:
         heap_interval: float = 1.0,
         flush_interval: float = 0.010,
         generation_interval: float = 5.0,
-        budget: int = 4 << 20,
+        budget: int | None = None,
         buffer_size: int = 16 << 10,
         stop_timeout: float = 2.0,
         directory: str | None = None,
@@ -93,7 +96,9 @@ class LeechConfig:
         self.heap_interval = heap_interval
         self.flush_interval = flush_interval
         self.generation_interval = generation_interval
-        self.budget = budget
+        # Tracing writes 100+ MB/s from a call-heavy program: a budget that
+        # rides out a reader's pauses for longer than 30 ms.
+        self.budget = budget if budget is not None else (TRACE_BUDGET if trace != "off" else 4 << 20)
         self.buffer_size = buffer_size
         self.stop_timeout = stop_timeout
         self.directory = directory
@@ -167,7 +172,7 @@ def from_environment(env: Mapping[str, str] | None = None, **overrides: Any) -> 
     unknown = set(values) - set(FIELDS)
     if unknown:
         raise LeechError(f"unknown leech settings: {', '.join(sorted(unknown))}")
-    return _DEFAULTS.replace(**values)
+    return LeechConfig(**values)
 
 
 __all__ = ["LeechConfig", "from_environment"]
