@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # this checkout's lpm
 from lpm.eventlog.events import PyCall, PyDataLoss  # noqa: E402
 from lpm.eventlog.reader import NEED_DATA, EventLogReader  # noqa: E402
 from overhead import _FLOAT, REPO_ROOT, WORKLOAD_DIR, FifoDrain, child_env, med_range, note, run_child, table  # noqa: E402

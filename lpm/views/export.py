@@ -112,19 +112,71 @@ def speedscope(items: Iterable[Union[Item, Event]], name: str = "lpm") -> str:
     return json.dumps(document)
 
 
+class CallSlices:
+    """Traced calls (PyCall, PyReturn) as (thread, name, start, end) slices.
+
+    A return matches the innermost open call of its function in its thread;
+    calls above it (their returns lost) end with it; a return with no call
+    (tracing began inside the function) is left out, and calls still open
+    at the end end at the thread's last event.  Names are the tracer's
+    PyCode declarations, kept for the whole run (one may come after its
+    first use in another thread's block).
+    """
+
+    def __init__(self) -> None:
+        self.names: Dict[int, str] = {}
+        self._open: Dict[int, List[Tuple[int, int]]] = {}  # thread -> [(code, start)]
+        self._last: Dict[int, int] = {}  # thread -> last timestamp
+        self._done: List[Tuple[int, int, int, int]] = []  # (thread, code, start, end)
+
+    def add(self, thread: int, e: Event) -> None:
+        if isinstance(e, ev.PyCall):
+            self._open.setdefault(thread, []).append((e.code, e.ts))
+            self._last[thread] = e.ts
+        elif isinstance(e, ev.PyReturn):
+            self._last[thread] = e.ts
+            stack = self._open.get(thread)
+            if not stack or all(code != e.code for code, _ in stack):
+                return
+            while stack:
+                code, start = stack.pop()
+                self._done.append((thread, code, start, e.ts))
+                if code == e.code:
+                    break
+        elif isinstance(e, ev.PyCode):
+            self.names[e.code] = e.name
+
+    def restart(self) -> None:
+        """A new stream: calls open in the old one end where it did."""
+        for thread, stack in self._open.items():
+            end = self._last.get(thread, 0)
+            self._done.extend((thread, code, start, end) for code, start in stack)
+        self._open.clear()
+
+    def finish(self) -> List[Tuple[int, str, int, int]]:
+        self.restart()
+        done = [(t, self.names.get(code, f"code {code}"), start, end) for t, code, start, end in self._done]
+        self._done = []
+        return done
+
+
 def chrome_trace(items: Iterable[Union[Item, Event]], pid: Optional[int] = None) -> str:
     """Chrome's Trace Event Format (which Perfetto opens): thread names, GC
     collections and spans as complete events, markers as instant events,
-    counters as counter events; timestamps in microseconds."""
+    counters as counter events; traced calls (``lpm run --trace``) as
+    complete events nested per thread, one per call; timestamps in
+    microseconds."""
     out: List[Dict[str, object]] = []
     labels: Dict[int, str] = {}
     gc_open: Dict[Optional[int], int] = {}
     spans: Dict[int, Tuple[int, str]] = {}
     owner: Optional[int] = None  # the thread whose block this is
     process = pid or 1
+    calls = CallSlices()
     for e in items:
         if isinstance(e, Header):
             gc_open.clear()
+            calls.restart()
             owner = None
             continue
         if not isinstance(e, Event):
@@ -162,6 +214,11 @@ def chrome_trace(items: Iterable[Union[Item, Event]], pid: Optional[int] = None)
         elif isinstance(e, ev.PyCounter) and math.isfinite(e.value):  # JSON has no NaN
             out.append({"name": e.name, "cat": "counter", "ph": "C", "ts": us, "pid": process, "tid": tid,
                         "args": {"value": e.value}})
+        else:
+            calls.add(tid, e)
+    for tid, name, start, end in calls.finish():
+        out.append({"name": name, "cat": "call", "ph": "X", "ts": start / 1000.0, "dur": (end - start) / 1000.0,
+                    "pid": process, "tid": tid})
     meta = [{"name": "thread_name", "ph": "M", "pid": process, "tid": t, "args": {"name": label}}
             for t, label in sorted(labels.items())]
     out.sort(key=lambda x: float(x["ts"]))  # type: ignore[arg-type]

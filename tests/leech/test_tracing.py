@@ -4,10 +4,12 @@ version CI runs (a profile function before 3.12, sys.monitoring after)."""
 
 from __future__ import annotations
 
-import time
+import json
 from pathlib import Path
 
 from lpm.eventlog import events as ev
+from lpm.eventlog import read_events
+from lpm.views.export import chrome_trace
 
 from .helpers import PATIENCE, FifoReader, Stream, decode, finish, recorded, spawn, wait_for_fifo
 from .test_control import send, wait_until
@@ -92,3 +94,27 @@ def test_tracing_switched_on_and_off_while_the_program_runs(tmp_path: Path, impl
     assert stream.complete
     calls = [s for steps in threads_steps(stream).values() for s in steps if s[1].startswith("phase_")]
     assert calls == [("call", "phase_b"), ("return", "phase_b")] * 100
+
+
+def test_the_chrome_trace_nests_each_call_in_its_caller(tmp_path: Path) -> None:
+    """Perfetto's view of a traced run: one complete event per call, each
+    inside its caller's on the same thread, between the thread's markers."""
+    data = recorded("call_graph.py", [], tmp_path, "native", run_options=["--trace", "--sample-rate", "0"])
+    trace = json.loads(chrome_trace(read_events(data)))["traceEvents"]
+    names = {e["tid"]: e["args"]["name"] for e in trace if e["ph"] == "M"}
+    main = next(tid for tid, name in names.items() if name == "MainThread")
+    marks = {e["name"]: e["ts"] for e in trace if e["ph"] == "i" and e["tid"] == main}
+    slices = [e for e in trace if e.get("cat") == "call" and e["tid"] == main
+              and marks["main start"] <= e["ts"] <= marks["main end"]]
+
+    def inside(outer: dict[str, float], name: str) -> list[dict[str, float]]:
+        return [e for e in slices if e["name"] == name and outer["ts"] <= e["ts"]
+                and e["ts"] + e["dur"] <= outer["ts"] + outer["dur"]]
+
+    [top] = [e for e in slices if e["name"] == "top"]
+    [middle] = inside(top, "middle")
+    assert len(inside(middle, "leaf")) == 2 and len(inside(top, "leaf")) == 2
+    [length] = inside(top, "builtins.len")
+    assert length["ts"] >= middle["ts"] + middle["dur"], "len() is called after middle() returns"
+    graph = {"top", "middle", "leaf", "builtins.len"}
+    assert sorted(e["name"] for e in slices if e["name"] in graph) == ["builtins.len", "leaf", "leaf", "middle", "top"]
