@@ -2095,12 +2095,13 @@ static inline uint64_t trace_now(struct ctx *c) { return now(c); }
  * takes its number with it (no address is ever mistaken for another).  C
  * functions are keyed by their PyMethodDef, which builtins keep for the
  * life of the process.  The tracer's numbers start at 2**31, apart from the
- * samplers', and are never given twice in a run.  Each is declared (PyCode)
- * once per generation, in the buffer of the thread that used it first, so
- * another thread's uses can reach a reader before the declaration does: a
- * reader keeps the tracer's names for the whole run and may learn one late.
- * A new generation declares them again, under new numbers, for readers that
- * joined since.  TRACE_FLOOR
+ * samplers', and each stands for one function for the whole run (the
+ * samplers' start again every generation).  Each is declared (PyCode) once
+ * per generation, in the buffer of the thread that used it first, so another
+ * thread's uses can reach a reader before the declaration does: a reader
+ * keeps the tracer's names for the whole run and may learn one late.  A new
+ * generation declares them again, same numbers, for readers that joined
+ * since.  TRACE_FLOOR
  * installs the same hooks with empty callbacks: the interpreter's own cost
  * for any tracer, which bench/tracing.py measures lpm against. */
 
@@ -2147,12 +2148,15 @@ struct code_extras {
 static uint32_t traced_code(struct ctx *c, struct thread *st, PyObject *code, uint64_t ts)
 {
     const struct code_extras *e = ((PyCodeObject *)code)->co_extra;
+    uint32_t n = 0;
     if (e != NULL && code_extra < e->size && e->extras[code_extra] != NULL) {
         uint64_t v = (uint64_t)(uintptr_t)e->extras[code_extra];
         if ((uint32_t)(v >> 32) == c->tr.gen)
             return (uint32_t)v;
+        n = (uint32_t)v; /* numbered in an earlier generation: declared again, same number */
     }
-    uint32_t n = trace_next(c);
+    if (n == 0)
+        n = trace_next(c);
     KEEP_ERROR({
         if (CODE_SET_EXTRA(code, code_extra, (void *)(uintptr_t)((uint64_t)c->tr.gen << 32 | n)) == 0)
             code_event(c, st, ts, (PyCodeObject *)code, n);
@@ -2226,9 +2230,13 @@ static uint32_t cfunc_number(struct ctx *c, struct thread *st, PyObject *callabl
              i = (i + 1) & (tr->ccap - 1))
             ;
     }
-    if (tr->cfns[i].ml == NULL)
+    uint32_t n;
+    if (tr->cfns[i].ml == NULL) {
         tr->cn++;
-    uint32_t n = trace_next(c);
+        n = trace_next(c);
+    }
+    else
+        n = (uint32_t)tr->cfns[i].v; /* declared again in this generation, same number */
     tr->cfns[i].ml = ml;
     tr->cfns[i].v = (uint64_t)tr->gen << 32 | n;
     KEEP_ERROR({

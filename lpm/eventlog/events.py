@@ -999,9 +999,10 @@ class PyBlockInfo(Event):
 class PyCall(Event):
     """Call tracing: the thread of the block enters function ``code``, a
     PyCode number from 2**31 up (C functions declared with file
-    ``<built-in>`` and line 0).  The tracer never gives a number twice in a
-    run, and its declaration may come after a use in another thread's block:
-    keep these names for the whole run, across generations."""
+    ``<built-in>`` and line 0).  A tracer's number stands for one function
+    for the whole run (declared again each generation), and its declaration
+    may come after a use in another thread's block: keep these names for the
+    whole run, across generations."""
 
     __slots__ = ("code",)
     code: int

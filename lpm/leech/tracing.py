@@ -1,8 +1,9 @@
 """Call tracing in Python: the pure leech's twin of leech.c's "call tracing".
 
 The same events (``PyCall``, ``PyReturn``: a code number each), the same
-numbering (from 2**31 up, never given twice in a run, declared with
-``PyCode`` once per generation in the thread that used it first; C functions
+numbering (from 2**31 up, one number per function for the whole run,
+declared with ``PyCode`` once per generation in the thread that used it
+first; C functions
 named as cProfile names them, declared with file ``<built-in>`` and line 0),
 the same hooks: ``sys.monitoring`` from 3.12, with callbacks written in
 Python here; a profile function before.
@@ -176,7 +177,7 @@ class CallTracer:
         if code.co_filename.startswith(_LPM):
             self._codes[code] = (self.gen, 0)
             return 0
-        n = self._next()
+        n = known[1] if known is not None else self._next()  # an earlier generation's: declared again
         self._codes[code] = (self.gen, n)
         self._declare(n, code.co_firstlineno, getattr(code, "co_qualname", code.co_name), code.co_filename)
         return n
@@ -188,7 +189,7 @@ class CallTracer:
         known = self._functions.get(name)
         if known is not None and known[0] == self.gen:
             return known[1]
-        n = self._next()
+        n = known[1] if known is not None else self._next()
         self._functions[name] = (self.gen, n)
         self._declare(n, 0, name, "<built-in>")
         return n

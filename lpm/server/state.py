@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
@@ -30,6 +31,7 @@ from ..eventlog.accounting import Accounting, ThreadAccount
 from ..eventlog.events import EVENT_TYPES, STOP_STATUS, Event
 from ..eventlog.reader import RawRun
 from ..leech.redact import redact_argv, redact_env
+from .calls import CallTree
 from .flame import Stacks
 
 log = logging.getLogger("lpm.server")
@@ -46,6 +48,8 @@ class Limits:
     tasks: int = 10_000  #: GHC tasks
     recent: int = 100  #: markers and messages kept
     snapshot_functions: int = 200  #: hottest functions put in a snapshot
+    traced_names: int = 200_000  #: names of traced functions (the tracer's numbers hold for the run)
+    call_nodes: int = 20_000  #: distinct call paths in the traced call tree
 
 
 #: Decodes one event of a run (EventLogReader.decode_in).
@@ -161,6 +165,11 @@ class SourceState:
         self.functions: Dict[FunctionKey, FunctionStats] = {}
         self.functions_pruned = 0
         self._codes: Dict[int, FunctionKey] = {}
+        #: Traced calls (lpm run --trace), and the tracer's names, which hold
+        #: for the whole run (its numbers never change meaning).
+        self.calls = CallTree(self.limits.functions, self.limits.call_nodes, on_limit=self._limit)
+        self._traced_names: Dict[int, FunctionKey] = {}
+        self._owner: Optional[int] = None  # the thread whose block the events are in
         self.generation = 0
         self.accounting = Accounting()
         self.retired = ThreadAccount(0, received=0, lost=0)  # finished threads folded in
@@ -212,13 +221,29 @@ class SourceState:
         plain = self._plain
         counts = self._by_id
         marker_id = ev.UserMarker.ID
+        call_id, return_id = ev.PyCall.ID, ev.PyReturn.ID
+        calls = self.calls
+        raw = run.raw
         pending_markers = self._pending_markers
         pending_messages = self._pending_messages
         pending = 0
         newest = self.time_ns
         for event in run.events:
             tid = event[0]
-            if tid in plain:
+            if tid == call_id or tid == return_id:
+                # Millions a second when tracing: read in place, counted as plain.
+                owner = self._owner
+                if owner is not None:
+                    (code,) = _U32.unpack_from(raw, event[2])
+                    if tid == call_id:
+                        calls.call(owner, code, event[1])
+                    else:
+                        calls.ret(owner, code, event[1])
+                counts[tid] = counts.get(tid, 0) + 1
+                pending += 1
+                if event[1] > newest:
+                    newest = event[1]
+            elif tid in plain:
                 counts[tid] = counts.get(tid, 0) + 1
                 pending += 1
                 if event[1] > newest:
@@ -295,6 +320,7 @@ class SourceState:
 
     def _stop(self, e: Event) -> None:
         assert isinstance(e, ev.StopThread)
+        self.calls.end_thread(e.thread, e.ts)
         st = self.thread(e.thread, e.ts)
         for cap in self.caps.values():
             if cap["running"] == e.thread:
@@ -481,6 +507,13 @@ class SourceState:
 
     def _code(self, e: Event) -> None:
         assert isinstance(e, ev.PyCode)
+        if e.code >= _TRACED_FIRST:
+            if e.code in self._traced_names or len(self._traced_names) < self.limits.traced_names:
+                self._traced_names[e.code] = (e.name, e.filename, e.first_line)
+            else:
+                self._limit("traced-names", f"more than {self.limits.traced_names} traced functions: the "
+                                            "others show as '?'")
+            return
         if e.code in self._codes or len(self._codes) < self.limits.codes:
             self._codes[e.code] = (e.name, e.filename, e.first_line)
         else:
@@ -523,6 +556,26 @@ class SourceState:
         if name not in self._limits_hit:
             self._limits_hit.add(name)
             log.warning("%s: %s", self.label, text)
+
+    # -- traced calls ---------------------------------------------------------------
+
+    def _block(self, e: Event) -> None:
+        self._owner = e.thread if isinstance(e, ev.PyBlockInfo) else None
+
+    def _call(self, e: Event) -> None:
+        if self._owner is not None:
+            if isinstance(e, ev.PyCall):
+                self.calls.call(self._owner, e.code, e.ts)
+            elif isinstance(e, ev.PyReturn):
+                self.calls.ret(self._owner, e.code, e.ts)
+
+    def traced_functions(self, n: int) -> List[Dict[str, Any]]:
+        """The ``n`` traced functions with the most total time."""
+        return self.calls.by_function(self._traced_names, n)
+
+    def call_tree(self, most: int = 2000) -> Dict[str, Any]:
+        """The traced call tree (see :meth:`lpm.server.calls.CallTree.tree`)."""
+        return self.calls.tree(self._traced_names, most)
 
     # -- loss ---------------------------------------------------------------------
 
@@ -599,6 +652,7 @@ class SourceState:
             "samples": self.samples,
             "functions": self.hottest(self.limits.snapshot_functions),
             "functions_pruned": self.functions_pruned,
+            "calls": self.calls.summary(self._traced_names, self.limits.snapshot_functions),
             "generation": self.generation,
             "loss": self.loss(),
             "unknown_events": self.unknown,
@@ -677,4 +731,12 @@ _HANDLERS: Dict[type, Any] = {
     ev.PyCode: SourceState._code,
     ev.PySample: SourceState._sample,
     ev.PyDataLoss: SourceState._loss,
+    ev.PyBlockInfo: SourceState._block,
+    ev.EventBlock: SourceState._block,
+    ev.PyCall: SourceState._call,
+    ev.PyReturn: SourceState._call,
 }
+
+#: The tracer's code numbers start here (lpm/leech/tracing.py).
+_TRACED_FIRST = 1 << 31
+_U32 = struct.Struct(">I")

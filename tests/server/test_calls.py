@@ -1,0 +1,102 @@
+"""Traced calls in the server's state (issue 9): exact call counts, times
+and call trees, from hand-made streams and from a real traced program."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+from lpm.eventlog import events as ev
+from lpm.eventlog.writer import EventLogWriter
+from lpm.server.calls import CallTree
+from lpm.server.source import Source
+
+from ..leech.helpers import recorded
+
+T = 1 << 31  # the tracer's first number
+
+
+def functions(snapshot: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    return {f["name"]: f for f in snapshot["calls"]["functions"]}
+
+
+def test_calls_times_and_the_tree_are_exact() -> None:
+    w = EventLogWriter()
+    declare = [ev.PyCode(0, None, T + 1, 10, "outer", "app.py"), ev.PyCode(0, None, T + 2, 20, "inner", "app.py"),
+               ev.PyCode(0, None, T + 3, 0, "builtins.len", "<built-in>")]
+    # Thread 1: outer [100, 1000) calls inner twice ([200, 300), [400, 700)) and len [800, 850).
+    one = [ev.PyBlockInfo(0, None, 1, 0), *declare,
+           ev.PyCall(100, None, T + 1), ev.PyCall(200, None, T + 2), ev.PyReturn(300, None, T + 2),
+           ev.PyCall(400, None, T + 2), ev.PyReturn(700, None, T + 2), ev.PyCall(800, None, T + 3),
+           ev.PyReturn(850, None, T + 3), ev.PyReturn(1000, None, T + 1)]
+    # Thread 2: a return without its call (tracing began inside), then inner recursing in itself.
+    two = [ev.PyBlockInfo(0, None, 2, 0), ev.PyReturn(50, None, T + 1),
+           ev.PyCall(100, None, T + 2), ev.PyCall(150, None, T + 2), ev.PyReturn(250, None, T + 2),
+           ev.PyReturn(400, None, T + 2)]
+    data = w.header() + w.block(0, one) + w.block(1, two) + w.end()
+    for step in (1, 5, len(data)):  # fed whole and in small pieces: the same state
+        source = Source(1, "app", "leech")
+        for i in range(0, len(data), step):
+            source.feed(data[i:i + step])
+        source.close()
+        snap = source.state.snapshot()
+        calls = snap["calls"]
+        assert calls["calls"] == 6 and calls["unmatched_returns"] == 1 and calls["open"] == 0
+        f = functions(snap)
+        assert f["outer"] == {"name": "outer", "file": "app.py", "line": 10, "calls": 1, "total_ns": 900,
+                              "own_ns": 900 - 100 - 300 - 50}
+        # inner: thread 1's two calls (100 + 300), thread 2's outer call (300; its inner 100 not again).
+        assert (f["inner"]["calls"], f["inner"]["total_ns"], f["inner"]["own_ns"]) == (4, 700, 100 + 300 + 200 + 100)
+        assert (f["builtins.len"]["calls"], f["builtins.len"]["total_ns"]) == (1, 50)
+        tree = source.state.call_tree()
+        assert tree["calls"] == 2 and tree["total_ns"] == 900 + 300
+        by_name = {c["name"]: c for c in tree["children"]}
+        assert sorted(c["name"] for c in by_name["outer"]["children"]) == ["builtins.len", "inner"]
+        inner_of_outer = next(c for c in by_name["outer"]["children"] if c["name"] == "inner")
+        assert (inner_of_outer["calls"], inner_of_outer["total_ns"]) == (2, 400)
+        assert [c["name"] for c in by_name["inner"]["children"]] == ["inner"]
+        assert by_name["inner"]["children"][0]["calls"] == 1
+
+
+def test_lost_returns_close_the_calls_above_and_limits_hold() -> None:
+    hits: List[str] = []
+    tree = CallTree(functions=2, nodes=3, on_limit=lambda name, text: hits.append(name))
+    tree.call(1, T + 1, 0)
+    tree.call(1, T + 2, 10)
+    tree.call(1, T + 3, 20)  # a third function: over the function limit when it closes
+    tree.ret(1, T + 1, 100)  # the returns of 2 and 3 were lost: both close at 100
+    assert tree.calls == 3 and tree.calls_over_limit >= 1 and "traced-functions" in hits
+    tree.call(2, T + 1, 0)
+    tree.call(2, T + 4, 5)  # a new path past the node limit: counted on its caller's node
+    tree.ret(2, T + 4, 6)
+    tree.ret(2, T + 1, 9)
+    assert "call-nodes" in hits
+    assert len(tree.node_key) <= 3
+
+
+def test_a_real_traced_program_in_the_server_state(tmp_path: Path) -> None:
+    data = recorded("call_graph.py", [], tmp_path, "native", run_options=["--trace", "--sample-rate", "0"])
+    source = Source(1, "call_graph", "leech")
+    source.feed(data)
+    source.close()
+    f = {x["name"]: x for x in source.state.traced_functions(100_000)}
+    # main: top(2); workers: top(3), top(4).
+    assert f["top"]["calls"] == 3 and f["middle"]["calls"] == 3
+    assert f["leaf"]["calls"] == 2 + 3 + 4 and f["builtins.len"]["calls"] >= 3
+    assert f["top"]["total_ns"] >= f["middle"]["total_ns"] >= f["leaf"]["total_ns"] > 0
+    leaves = _descend(source.state.call_tree(100_000), ["top", "middle", "leaf"])
+    assert sum(n["calls"] for n in leaves) == 9
+
+
+def _descend(node: Dict[str, Any], path: List[str]) -> List[Dict[str, Any]]:
+    """Nodes reached by ``path`` from ``node`` or any node below it."""
+    found: List[Dict[str, Any]] = []
+    if path and node["name"] == path[0]:
+        here = [node]
+        for name in path[1:]:
+            here = [c for n in here for c in n["children"] if c["name"] == name]
+        found += here
+        return found
+    for child in node["children"]:
+        found += _descend(child, path)
+    return found
