@@ -6,6 +6,8 @@
     python -m lpm client top                       # threads, hottest functions, GC, heap: live
     python -m lpm client record out.eventlog --source 2
     python -m lpm client pause 2 | resume 2 | rate 2 200
+    python -m lpm client trace 2 on                # every call and return from now on
+    python -m lpm client calls 2                   # the exact call tree, with times
 
 Every subcommand takes --server HOST:PORT (default 127.0.0.1:8242), or
 --udp HOST:PORT to speak lpm's reliable UDP transport to a server started
@@ -56,6 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    "(only for a client on the server's machine, with the server's --token-file)")
     for name in ("pause", "resume"):
         sub.add_parser(name, help=f"{name} a source's leech").add_argument("source", type=int)
+    p = sub.add_parser("trace", help="call tracing on or off in a source's leech")
+    p.add_argument("source", type=int)
+    p.add_argument("mode", choices=["on", "off"])
+    p = sub.add_parser("calls", help="a source's traced call tree: calls and times per path (lpm run --trace)")
+    p.add_argument("source", type=int)
+    p.add_argument("--depth", type=int, default=8, metavar="N", help="deepest level printed (default 8)")
+    p.add_argument("--most", type=int, default=200, metavar="N", help="busiest paths kept (default 200)")
+    p.add_argument("--json", action="store_true", help="the whole tree as JSON")
     p = sub.add_parser("rate", help="set a source's sample rate")
     p.add_argument("source", type=int)
     p.add_argument("hz", type=float)
@@ -82,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     action = args.action
-    if action in ("sources", "state", "pause", "resume", "rate"):
+    if action in ("sources", "state", "pause", "resume", "rate", "trace", "calls"):
         return _service(args)
     if action == "show":
         return _show(args)
@@ -179,6 +189,19 @@ def _service(args: argparse.Namespace) -> int:
         elif args.action == "rate":
             client.call("rate", args.timeout, source=args.source, hz=args.hz)
             print(f"source {args.source}: sample rate {args.hz:g} Hz sent")
+        elif args.action == "trace":
+            client.call("trace", args.timeout, source=args.source, mode=args.mode)
+            print(f"source {args.source}: call tracing {args.mode} sent")
+        elif args.action == "calls":
+            reply = client.call("calls", args.timeout, source=args.source, most=args.most)
+            if args.json:
+                print(json.dumps(reply["tree"], indent=1))
+            elif not reply["calls"]:
+                print(f"source {args.source}: no traced calls (start it with lpm run --trace, or "
+                      f"lpm client trace {args.source} on)")
+            else:
+                print(f"source {args.source}: {reply['calls']:,} traced calls (calls, total, own per path)")
+                _print_tree(reply["tree"], args.depth)
         else:
             client.call(args.action, args.timeout, source=args.source)
             print(f"source {args.source}: {args.action} sent")
@@ -215,9 +238,21 @@ def _describe(s: Snapshot) -> str:
         lines.append("  hottest functions (samples: total own):")
         for f in s.functions[:10]:
             lines.append(f"    {f.total:>6} {f.own:>6}  {f.name}  {f.file}:{f.line}")
+    if s.traced:
+        lines.append(f"  traced calls ({s.traced_calls:,} in all; calls, total, own):")
+        for fn in s.traced[:10]:
+            lines.append(f"    {fn.calls:>9,} {_ms(fn.total_ns):>12} {_ms(fn.own_ns):>12}  {fn.name}  {fn.file}:{fn.line}")
     loss = s.loss
     lines.append(f"  loss: {loss.reported_lost} reported lost, {loss.unreported} unreported, {loss.events_lost} dropped by the leech")
     return "\n".join(lines)
+
+
+def _print_tree(node: Dict[str, Any], depth: int, level: int = 0) -> None:
+    for child in sorted(node["children"], key=lambda c: c["total_ns"], reverse=True):
+        print(f"{child['calls']:>10,} {_ms(child['total_ns']):>12} {_ms(child['own_ns']):>12}  "
+              f"{'  ' * level}{child['name']}")
+        if level + 1 < depth:
+            _print_tree(child, depth, level + 1)
 
 
 def _ms(ns: Optional[int]) -> str:

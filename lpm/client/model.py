@@ -32,6 +32,18 @@ class FunctionView:
 
 
 @dataclass(frozen=True)
+class TracedView:
+    """A traced function (``lpm run --trace``): exact, not sampled."""
+
+    name: str
+    file: str
+    line: int
+    calls: int
+    total_ns: int  #: time inside it, outermost calls of a recursion only
+    own_ns: int  #: that, minus the functions it called
+
+
+@dataclass(frozen=True)
 class GcView:
     collections: int
     by_generation: Dict[int, int]
@@ -72,6 +84,8 @@ class Snapshot:
     functions: Tuple[FunctionView, ...]
     samples: int
     loss: LossView
+    traced: Tuple[TracedView, ...] = ()  #: by total time, when the program is traced
+    traced_calls: int = 0
     raw: Dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
@@ -119,5 +133,7 @@ class Snapshot:
                 unreported=int(loss["unreported"]),
                 malformed=int(loss["malformed"]),
             ),
+            traced=tuple(TracedView(**f) for f in state.get("calls", {}).get("functions", ())),
+            traced_calls=int(state.get("calls", {}).get("calls", 0)),
             raw=state,
         )

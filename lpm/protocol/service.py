@@ -20,7 +20,9 @@ events channel offered); ``auth`` (``proof``: the answer to the ``challenge``
 notice a server with a token sends first, see :func:`proof`); ``secrets``
 (``source``: the program's command line and environment unredacted, read
 from the running process; only for a client on the server's machine, on a
-server with a token).  Notices the server sends unasked:
+server with a token); ``trace`` (``source``, ``mode``: "on" or "off", call
+tracing in its leech); ``calls`` (``source``, optional ``most``: its traced
+call tree, the ``most`` busiest paths).  Notices the server sends unasked:
 ``dropped`` (a slow client lost events), ``source-added``, ``source-gone``.
 """
 
@@ -45,6 +47,8 @@ OPS: Dict[str, tuple[str, ...]] = {
     "client": (),
     "auth": ("proof",),
     "secrets": ("source",),
+    "trace": ("source", "mode"),
+    "calls": ("source",),
 }
 
 #: Event classes a subscription can name, by the type ids they hold.

@@ -153,8 +153,10 @@ class CallTree:
                  "own_ns": s.own_ns} for (name, filename, line), s in top]
 
     def tree(self, names: Dict[int, FunctionKey], most: int = 2000) -> Dict[str, Any]:
-        """The call tree as nested dicts (``name``, ``calls``, ``total_ns``,
-        ``own_ns``, ``children``), the ``most`` busiest nodes and their paths."""
+        """The call tree as nested dicts in the shape of the sampled flame
+        tree (``name``, ``file``, ``line``, ``value``: ns, ``children``) with
+        ``calls``, ``total_ns`` and ``own_ns``: the ``most`` busiest nodes and
+        their paths."""
         keep = sorted(range(1, len(self.node_key)), key=lambda i: self.node_stats[i].total_ns, reverse=True)[:most]
         wanted = set(keep)
         for i in keep:  # a kept node's ancestors too, so every path is whole
@@ -163,16 +165,18 @@ class CallTree:
                 wanted.add(parent)
                 parent = self.node_key[parent][0]
         built: Dict[int, Dict[str, Any]] = {
-            0: {"name": "all", "calls": 0, "total_ns": 0, "own_ns": 0, "children": []}}
+            0: {"name": "all", "file": "", "line": 0, "value": 0, "calls": 0, "total_ns": 0, "own_ns": 0,
+                "children": []}}
         for i in sorted(wanted):
             parent, code = self.node_key[i]
             s = self.node_stats[i]
-            node = {"name": names.get(code, ("?", "", 0))[0], "calls": s.calls, "total_ns": s.total_ns,
-                    "own_ns": s.own_ns, "children": []}
+            name, filename, line = names.get(code, ("?", "", 0))
+            node = {"name": name, "file": filename, "line": line, "value": s.total_ns, "calls": s.calls,
+                    "total_ns": s.total_ns, "own_ns": s.own_ns, "children": []}
             built[i] = node
             built[parent]["children"].append(node)
         root = built[0]
-        root["total_ns"] = sum(child["total_ns"] for child in root["children"])
+        root["value"] = root["total_ns"] = sum(child["total_ns"] for child in root["children"])
         root["calls"] = sum(child["calls"] for child in root["children"])
         return root
 

@@ -334,8 +334,19 @@ class Hub:
             return {"source": source.id}, [source]
         if op == "secrets":
             return self._secrets(client, request, source), []
+        if op == "calls":
+            most = request.args.get("most", 2000)
+            if not isinstance(most, int) or isinstance(most, bool) or not 1 <= most <= 100_000:
+                raise service.BadRequest(request.id, f"most must be a whole number from 1 to 100000, not {most!r}")
+            return {"source": source.id, "calls": source.state.calls.calls,
+                    "tree": source.state.call_tree(most)}, []
         if op in ("pause", "resume", "resend"):
             line = op
+        elif op == "trace":
+            mode = request.args.get("mode")
+            if mode not in ("on", "off"):
+                raise service.BadRequest(request.id, f"mode must be \"on\" or \"off\", not {mode!r}")
+            line = f"trace {mode}"
         else:
             hz = request.args.get("hz")
             if not isinstance(hz, (int, float)) or isinstance(hz, bool) or not 0 <= hz <= 10_000:

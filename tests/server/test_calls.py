@@ -3,8 +3,12 @@ and call trees, from hand-made streams and from a real traced program."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 from lpm.eventlog import events as ev
 from lpm.eventlog.writer import EventLogWriter
@@ -12,6 +16,7 @@ from lpm.server.calls import CallTree
 from lpm.server.source import Source
 
 from ..leech.helpers import recorded
+from .wire import PATIENCE, python_program, start_server, wait_for
 
 T = 1 << 31  # the tracer's first number
 
@@ -100,3 +105,44 @@ def _descend(node: Dict[str, Any], path: List[str]) -> List[Dict[str, Any]]:
     for child in node["children"]:
         found += _descend(child, path)
     return found
+
+
+def test_tracing_switched_from_the_client_and_the_tree_read_back(tmp_path: Path) -> None:
+    """lpm client trace N on, calls N, state N, trace N off, against a real
+    server watching a real program."""
+    lpm_dir = tmp_path / "lpm"
+    lpm_dir.mkdir(mode=0o700)
+    server, address = start_server(tmp_path, "--dir", str(lpm_dir))
+    until = tmp_path / "stop"
+    program = python_program(tmp_path, lpm_dir, "steady.py", str(until))
+    cli = [sys.executable, "-m", "lpm", "client", "--server", f"{address[0]}:{address[1]}", "--timeout", "20"]
+
+    def run(*args: str) -> str:
+        done = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=PATIENCE)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    try:
+        wait_for(lambda: " leech " in run("sources"), "the program's source")
+        assert "no traced calls" in run("calls", "1")
+        assert "call tracing on sent" in run("trace", "1", "on")
+
+        def sleeps() -> int:
+            tree = json.loads(run("calls", "1", "--json", "--most", "100000"))
+            return sum(n["calls"] for n in _descend(tree, ["time.sleep"]))
+
+        wait_for(lambda: sleeps() >= 20, "time.sleep() calls in the traced tree")
+        assert "traced calls" in run("state", "1")
+        run("trace", "1", "off")
+        wait_for(lambda: _settled(lambda: sleeps()), "tracing off: the count stops growing")
+    finally:
+        until.touch()
+        program.wait(PATIENCE)
+        server.terminate()
+        server.wait(PATIENCE)
+
+
+def _settled(count: Callable[[], int]) -> bool:
+    first = count()
+    time.sleep(0.3)
+    return count() == first
