@@ -117,6 +117,10 @@
  *       PyGeneration, and the sampler's code table emptied, as one step.
  *   PyObject *lpm_bg_stats(ctx)
  *       (ticks, code objects numbered, failed reads), or None.
+ *   int lpm_alloc(ctx, int on, unsigned long long sample_bytes)
+ *   PyObject *lpm_alloc_stats(ctx)
+ *       Allocation tracking on or off; every thread's PyAllocStats into the
+ *       caller's buffer.  See "allocations" below.
  *   int lpm_trace(ctx, int mode, unsigned long skip_ident)
  *   PyObject *lpm_trace_stats(ctx)
  *       Call tracing off (0), on (1), or the interpreter's floor for it (2)
@@ -192,7 +196,9 @@ static inline PyObject *Py_NewRef(PyObject *o)
     X(EV_GENERATION, 0x100B, 4, PyGeneration)            \
     X(EV_BLOCK_INFO, 0x100D, 12, PyBlockInfo)          \
     X(EV_CALL, 0x100E, 4, PyCall)                        \
-    X(EV_RETURN, 0x100F, 4, PyReturn)
+    X(EV_RETURN, 0x100F, 4, PyReturn)                    \
+    X(EV_ALLOC_STATS, 0x1010, 36, PyAllocStats)          \
+    X(EV_ALLOC_SAMPLE, 0x1011, 65535, PyAllocSample)
 
 #define AS_ID(sym, id, size, name) sym = id,
 #define AS_SIZE(sym, id, size, name) sym##_SIZE = size,
@@ -265,6 +271,10 @@ struct thread {
     uint8_t unnamed; /* default name: tries left to find its own (name_unnamed) */
     uint8_t unannounced, unclosed; /* the writer's blocks still to come */
     struct thread *next_free;
+    /* Allocation tracking ("allocations" below): written by the thread itself
+     * with the GIL, read by the monitor with it. */
+    uint64_t alloc_bytes, allocs, freed_bytes, frees;
+    int64_t until_sample; /* bytes to allocate before the next sampled allocation */
 };
 
 #define CHUNK 64
@@ -377,6 +387,7 @@ struct ctx {
     struct sampler *bg; /* the background sampler, while it runs (GIL) */
     struct tracer tr;
     struct tsc_clock tsc;
+    struct allocs *al; /* allocation tracking, once started (GIL) */
 
     struct ctx *next; /* registry */
 };
@@ -394,6 +405,7 @@ static _Thread_local __attribute__((tls_model("initial-exec"))) struct {
     uint64_t serial;
     struct thread *st;
     uint64_t gen;
+    int in_alloc; /* inside the allocation tracker: its own allocations are not counted */
 } tls;
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -908,6 +920,8 @@ static const char WATCH_NAME[] = "lpm.leech.exit_watch";
 
 /* The capsule's destructor: the thread state holding it is being cleared.
  * Runs with the GIL; takes the registry lock, then the context's. */
+static void alloc_final(struct ctx *c, struct thread *st);
+
 static void watch_fired(PyObject *capsule)
 {
     struct watch *w = PyCapsule_GetPointer(capsule, WATCH_NAME);
@@ -917,6 +931,8 @@ static void watch_fired(PyObject *capsule)
     for (struct ctx *c = g_contexts; c != NULL; c = c->next) {
         if (c->serial == w->serial) {
             if (!inherited(c)) {
+                if (w->st->gen == w->gen)
+                    alloc_final(c, w->st); /* its last totals, in its own last block */
                 pthread_mutex_lock(&c->lock);
                 if (w->st->gen == w->gen)
                     thread_exit(c, w->st);
@@ -2559,6 +2575,270 @@ static int trace_stop(struct ctx *c, PyObject *obj)
 }
 #endif
 
+/* -- allocations ------------------------------------------------------------- */
+
+/* Allocation tracking: the PyMem allocators of the "mem" and "object" domains
+ * wrapped, delegating to the ones installed before (as tracemalloc does), so
+ * every block Python code allocates passes here with the GIL held.  Each
+ * thread counts what it allocates; a block allocated while tracking is on is
+ * kept in a table (address -> size) so that its free counts as freed bytes
+ * for the thread that frees it; one allocation in every `sample_bytes`
+ * (counted per thread, as Go and memray sample) is recorded with its stack as
+ * PyAllocSample.  The monitor emits every thread's totals (PyAllocStats) at
+ * the heap interval.
+ *
+ * The wrappers stay installed once put in (another tool may have wrapped
+ * them since, and the chain cannot be cut in the middle): turning tracking
+ * off makes them pass through and empties the table; the domain records are
+ * never freed, and a stopped context is unhooked from them.  The tracker's
+ * own work allocates (a frame object for a sample, a declaration), so a
+ * thread inside it counts nothing. */
+
+struct adomain {
+    PyMemAllocatorEx orig;
+    struct ctx *_Atomic c; /* NULL: pass through */
+    int installed;
+};
+static struct adomain g_domains[2]; /* PYMEM_DOMAIN_MEM, PYMEM_DOMAIN_OBJ */
+
+struct ablock {
+    uintptr_t ptr; /* 0 empty, 1 deleted */
+    size_t size;
+};
+
+struct allocs {
+    int on;
+    uint64_t sample_bytes; /* 0: no samples */
+    struct ablock *table;
+    size_t cap, used, dead;
+    uint64_t untracked; /* blocks the table had no room for */
+    uint64_t other_bytes, others; /* allocated by threads lpm has not numbered */
+};
+
+static inline size_t ahash(uintptr_t p, size_t cap)
+{
+    return (size_t)(((uint64_t)(p >> 4) * UINT64_C(0x9E3779B97F4A7C15)) >> 20) & (cap - 1);
+}
+
+static int atable_grow(struct allocs *a)
+{
+    size_t cap = a->cap ? (a->used * 4 > a->cap ? a->cap * 2 : a->cap) : 1 << 16;
+    struct ablock *t = calloc(cap, sizeof *t); /* libc: not through the wrappers */
+    if (t == NULL)
+        return -1;
+    for (size_t i = 0; i < a->cap; i++) {
+        uintptr_t p = a->table[i].ptr;
+        if (p <= 1)
+            continue;
+        size_t j = ahash(p, cap);
+        while (t[j].ptr != 0)
+            j = (j + 1) & (cap - 1);
+        t[j] = a->table[i];
+    }
+    free(a->table);
+    a->table = t;
+    a->cap = cap;
+    a->dead = 0;
+    return 0;
+}
+
+static void atable_put(struct allocs *a, void *ptr, size_t size)
+{
+    if ((a->used + a->dead + 1) * 2 > a->cap && atable_grow(a) < 0) {
+        a->untracked++;
+        return;
+    }
+    uintptr_t p = (uintptr_t)ptr;
+    size_t i = ahash(p, a->cap);
+    while (a->table[i].ptr > 1 && a->table[i].ptr != p)
+        i = (i + 1) & (a->cap - 1);
+    if (a->table[i].ptr != p)
+        a->used++;
+    a->table[i].ptr = p;
+    a->table[i].size = size;
+}
+
+/* The size of a block allocated while tracking, taken out; 0 if unknown. */
+static size_t atable_take(struct allocs *a, void *ptr)
+{
+    if (a->cap == 0)
+        return 0;
+    uintptr_t p = (uintptr_t)ptr;
+    for (size_t i = ahash(p, a->cap); a->table[i].ptr != 0; i = (i + 1) & (a->cap - 1))
+        if (a->table[i].ptr == p) {
+            a->table[i].ptr = 1;
+            a->used--;
+            a->dead++;
+            return a->table[i].size;
+        }
+    return 0;
+}
+
+/* The thread's state when lpm numbered it already; never registers one (that
+ * would allocate, here). */
+static inline struct thread *alloc_thread(struct ctx *c)
+{
+    return tls.serial == c->serial && tls.st->gen == tls.gen ? tls.st : NULL;
+}
+
+static void alloc_sample(struct ctx *c, struct thread *st, uint64_t size);
+
+/* PyAllocStats of `st` into `into`'s buffer. */
+static void alloc_stats_event(struct ctx *c, struct thread *into, struct thread *st, uint64_t ts)
+{
+    uint8_t head[HEAD + EV_ALLOC_STATS_SIZE];
+    put64(put64(put64(put64(put32(put_head(head, EV_ALLOC_STATS, ts), st->number), st->alloc_bytes), st->allocs),
+                st->freed_bytes),
+          st->frees);
+    put_event(c, into, ts, head, sizeof head, NULL);
+}
+
+/* A thread ends (in its teardown, with the GIL): its last totals. */
+static void alloc_final(struct ctx *c, struct thread *st)
+{
+    if (c->al != NULL && (st->allocs || st->frees)) {
+        tls.in_alloc++;
+        alloc_stats_event(c, st, st, now(c));
+        tls.in_alloc--;
+    }
+}
+
+static void alloc_note(struct ctx *c, void *ptr, size_t size)
+{
+    struct allocs *a = c->al;
+    if (a == NULL || !a->on || tls.in_alloc)
+        return;
+    tls.in_alloc = 1;
+    atable_put(a, ptr, size);
+    struct thread *st = alloc_thread(c);
+    if (st == NULL) {
+        a->other_bytes += size;
+        a->others++;
+    }
+    else {
+        st->alloc_bytes += size;
+        st->allocs++;
+        if (a->sample_bytes && (st->until_sample -= (int64_t)size) <= 0) {
+            uint64_t n = 0;
+            while (st->until_sample <= 0) {
+                st->until_sample += (int64_t)a->sample_bytes;
+                n++;
+            }
+            alloc_sample(c, st, n * a->sample_bytes);
+        }
+    }
+    tls.in_alloc = 0;
+}
+
+static void free_note(struct ctx *c, void *ptr)
+{
+    struct allocs *a = c->al;
+    if (a == NULL || !a->on || tls.in_alloc)
+        return;
+    size_t size = atable_take(a, ptr);
+    if (size == 0)
+        return;
+    struct thread *st = alloc_thread(c);
+    if (st != NULL) {
+        st->freed_bytes += size;
+        st->frees++;
+    }
+}
+
+static void *al_malloc(void *ctx, size_t size)
+{
+    struct adomain *d = ctx;
+    void *p = d->orig.malloc(d->orig.ctx, size);
+    struct ctx *c = atomic_load_explicit(&d->c, memory_order_relaxed);
+    if (p != NULL && c != NULL)
+        alloc_note(c, p, size);
+    return p;
+}
+
+static void *al_calloc(void *ctx, size_t n, size_t size)
+{
+    struct adomain *d = ctx;
+    void *p = d->orig.calloc(d->orig.ctx, n, size);
+    struct ctx *c = atomic_load_explicit(&d->c, memory_order_relaxed);
+    if (p != NULL && c != NULL)
+        alloc_note(c, p, n * size);
+    return p;
+}
+
+static void *al_realloc(void *ctx, void *ptr, size_t size)
+{
+    struct adomain *d = ctx;
+    struct ctx *c = atomic_load_explicit(&d->c, memory_order_relaxed);
+    void *p = d->orig.realloc(d->orig.ctx, ptr, size);
+    if (p != NULL && c != NULL) {
+        if (ptr != NULL)
+            free_note(c, ptr);
+        alloc_note(c, p, size);
+    }
+    return p;
+}
+
+static void al_free(void *ctx, void *ptr)
+{
+    struct adomain *d = ctx;
+    struct ctx *c = atomic_load_explicit(&d->c, memory_order_relaxed);
+    if (ptr != NULL && c != NULL)
+        free_note(c, ptr);
+    d->orig.free(d->orig.ctx, ptr);
+}
+
+/* The allocating thread's Python stack, innermost first, as the tracer's
+ * code numbers (declared in this thread's buffer as the tracer does). */
+static void alloc_sample(struct ctx *c, struct thread *st, uint64_t size)
+{
+    uint8_t out[HEAD + 2 + 8 + 4 * MAX_DEPTH];
+    uint64_t ts = now(c);
+    uint8_t *p = put64(put_head(out, EV_ALLOC_SAMPLE, ts) + 2, size);
+    uint32_t depth = 0;
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (code_extra < 0)
+        code_extra = REQUEST_EXTRA(NULL);
+    PyFrameObject *f = code_extra >= 0 ? PyThreadState_GetFrame(PyThreadState_Get()) : NULL;
+    while (f != NULL && depth < MAX_DEPTH) {
+        PyCodeObject *code = PyFrame_GetCode(f);
+        p = put32(p, traced_code(c, st, (PyObject *)code, ts));
+        Py_DECREF(code);
+        depth++;
+        PyFrameObject *back = PyFrame_GetBack(f);
+        Py_DECREF(f);
+        f = back;
+    }
+    Py_XDECREF(f);
+    PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+    put16(out + HEAD, (uint16_t)(8 + 4 * depth));
+    put_event(c, st, ts, out, (size_t)(p - out), NULL);
+}
+
+static int alloc_install(struct ctx *c)
+{
+    static const PyMemAllocatorDomain domains[2] = {PYMEM_DOMAIN_MEM, PYMEM_DOMAIN_OBJ};
+    for (int i = 0; i < 2; i++) {
+        struct adomain *d = &g_domains[i];
+        if (!d->installed) {
+            PyMem_GetAllocator(domains[i], &d->orig);
+            PyMemAllocatorEx mine = {d, al_malloc, al_calloc, al_realloc, al_free};
+            atomic_store(&d->c, c);
+            PyMem_SetAllocator(domains[i], &mine);
+            d->installed = 1;
+        }
+        else {
+            struct ctx *expected = NULL;
+            if (!atomic_compare_exchange_strong(&d->c, &expected, c) && expected != c) {
+                PyErr_SetString(PyExc_RuntimeError, "another lpm leech tracks allocations in this process");
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* -- the writer pthread ----------------------------------------------------- */
 
 /* PureSink._block; 0 when out of memory (the bytes wait for the next round). */
@@ -2983,6 +3263,15 @@ static void atfork_child(void)
 static void ctx_free(struct ctx *c)
 {
     int own = c->forkgen == atomic_load(&g_forkgen);
+    for (int i = 0; i < 2; i++) { /* the allocation wrappers stay, passing through */
+        struct ctx *mine = c;
+        atomic_compare_exchange_strong(&g_domains[i].c, &mine, NULL);
+    }
+    if (c->al != NULL) {
+        free(c->al->table);
+        free(c->al);
+        c->al = NULL;
+    }
     if (own)
         sampler_stop(c);
     if (own && (c->state == RUNNING || c->state == STOPPING)) {
@@ -3341,6 +3630,17 @@ LPM_EXPORT int lpm_thread_gone(PyObject *obj, unsigned long ident)
         return 0;
     pthread_mutex_lock(&c->lock);
     struct thread *st = find_by_ident(c, ident);
+    pthread_mutex_unlock(&c->lock);
+    if (st != NULL && c->al != NULL && (st->allocs || st->frees)) {
+        /* Its last allocation totals, from the caller (the monitor). */
+        struct thread *me = current(c);
+        if (me == NULL)
+            PyErr_Clear();
+        else if (me != st)
+            alloc_stats_event(c, me, st, now(c));
+    }
+    pthread_mutex_lock(&c->lock);
+    st = find_by_ident(c, ident);
     if (st != NULL)
         thread_exit(c, st);
     pthread_mutex_unlock(&c->lock);
@@ -3588,6 +3888,67 @@ LPM_EXPORT int lpm_bg_generation(PyObject *obj, uint32_t gen)
     atomic_store(&s->ncodes, 0);
     pthread_mutex_unlock(&s->lock);
     return 0;
+}
+
+/* On (1) or off (0); `sample_bytes` between sampled allocations (0: none). */
+LPM_EXPORT int lpm_alloc(PyObject *obj, int on, unsigned long long sample_bytes)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return -1;
+    if (inherited(c))
+        return 0;
+    if (c->al == NULL) {
+        if (!on)
+            return 0;
+        c->al = calloc(1, sizeof *c->al);
+        if (c->al == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    struct allocs *a = c->al;
+    if (on && !a->on && alloc_install(c) < 0)
+        return -1;
+    a->sample_bytes = sample_bytes;
+    if (!on && a->on) {
+        free(a->table); /* what was allocated while on and is still live is forgotten */
+        a->table = NULL;
+        a->cap = a->used = a->dead = 0;
+    }
+    a->on = on;
+    return 0;
+}
+
+/* PyAllocStats of every live thread that allocated, into the caller's
+ * (the monitor's) buffer; (bytes not attributed, blocks the table missed,
+ * live blocks in the table) or None when tracking never started. */
+LPM_EXPORT PyObject *lpm_alloc_stats(PyObject *obj)
+{
+    struct ctx *c = ctx_arg(obj);
+    if (c == NULL)
+        return NULL;
+    struct allocs *a = c->al;
+    if (a == NULL || inherited(c))
+        Py_RETURN_NONE;
+    struct thread *me = current(c);
+    if (me == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    uint64_t ts = now(c);
+    pthread_mutex_lock(&c->lock);
+    size_t n = c->nlive;
+    struct thread **live = malloc((n + 1) * sizeof *live);
+    if (live != NULL)
+        memcpy(live, c->live, n * sizeof *live);
+    pthread_mutex_unlock(&c->lock);
+    if (live == NULL)
+        return PyErr_NoMemory();
+    for (size_t i = 0; i < n; i++)
+        if (live[i]->allocs || live[i]->frees)
+            alloc_stats_event(c, me, live[i], ts);
+    free(live);
+    return Py_BuildValue("(KKK)", (unsigned long long)a->other_bytes, (unsigned long long)a->untracked,
+                         (unsigned long long)a->used);
 }
 
 /* Call tracing off (0), on (1), or its floor (2: the same hooks, empty),

@@ -69,6 +69,8 @@ _SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "lpm_bg_generation": ([_CTX, ctypes.c_uint32], ctypes.c_int),
     "lpm_trace": ([_CTX, ctypes.c_int, ctypes.c_ulong], ctypes.c_int),
     "lpm_trace_stats": ([_CTX], ctypes.py_object),
+    "lpm_alloc": ([_CTX, ctypes.c_int, ctypes.c_ulonglong], ctypes.c_int),
+    "lpm_alloc_stats": ([_CTX], ctypes.py_object),
     "lpm_bg_stats": ([_CTX], ctypes.py_object),
     "lpm_bg_stop": ([_CTX], ctypes.c_int),
 }

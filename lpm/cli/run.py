@@ -61,6 +61,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "so it is off by default; the control FIFO's 'trace on|off' switches it at run time",
     )
     parser.add_argument(
+        "--alloc",
+        action="store_const",
+        const="on",
+        help="track allocations from the start (native leech): every thread's bytes allocated and freed, and one "
+        "allocation in every --alloc-sample bytes with its stack; the control FIFO's 'alloc on|off' switches it",
+    )
+    parser.add_argument(
+        "--alloc-sample",
+        type=int,
+        metavar="BYTES",
+        help=f"bytes between sampled allocations, 0 for none (default {defaults.alloc_sample})",
+    )
+    parser.add_argument(
         "--sampler",
         choices=["auto", "gil"],
         help="auto: the native leech samples without taking the GIL where it can (default); "
@@ -90,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         "implementation": args.implementation,
         "sampler": args.sampler,
         "trace": args.trace,
+        "alloc": args.alloc,
+        "alloc_sample": args.alloc_sample,
     }
     if module is not None:
         argv = [module, *rest]
@@ -136,7 +151,8 @@ def _exit_code(code: object) -> int:
 
 
 #: run's own options that take a value, so split_program can step over it.
-_VALUED = ("--sample-rate", "--heap-interval", "--flush-interval", "--budget", "--dir", "--implementation", "--sampler")
+_VALUED = ("--sample-rate", "--heap-interval", "--flush-interval", "--budget", "--dir", "--implementation", "--sampler",
+           "--alloc-sample")
 
 
 def split_program(argv: list[str]) -> tuple[list[str], list[str]]:

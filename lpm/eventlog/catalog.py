@@ -110,6 +110,8 @@ TYPES: tuple[tuple[int, str, str, str], ...] = (
     (0x100D, 'PyBlockInfo', 'IQ', 'lpm: block info'),
     (0x100E, 'PyCall', 'I', 'lpm: call'),
     (0x100F, 'PyReturn', 'I', 'lpm: return'),
+    (0x1010, 'PyAllocStats', 'IQQQQ', 'lpm: allocation totals of a thread'),
+    (0x1011, 'PyAllocSample', 'Qi', 'lpm: sampled allocation'),
 )
 
 #: Bytes of each fixed-size field code.

@@ -1018,6 +1018,33 @@ class PyReturn(Event):
     code: int
 
 
+@event("thread {thread} allocated {allocated} bytes in {allocations} blocks, freed {freed} in {frees}")
+@dataclass
+class PyAllocStats(Event):
+    """Allocation tracking: a thread's totals since tracking began, through
+    the PyMem allocators (the "mem" and "object" domains): what it allocated,
+    and what it freed of the blocks allocated while tracking was on."""
+
+    __slots__ = ("thread", "allocated", "allocations", "freed", "frees")
+    thread: int
+    allocated: int
+    allocations: int
+    freed: int
+    frees: int
+
+
+@event("allocation of {size} bytes at {frames}")
+@dataclass
+class PyAllocSample(Event):
+    """Allocation tracking: one allocation in every so many bytes, with the
+    stack that made it (code numbers as in PyCall, innermost first); ``size``
+    is the bytes it stands for (the sampling interval), not the block's."""
+
+    __slots__ = ("size", "frames")
+    size: int
+    frames: Tuple[int, ...]
+
+
 def _check_ranges() -> None:
     for id, cls in EVENT_TYPES.items():
         own = cls.DESCRIPTION.startswith("lpm:")

@@ -58,6 +58,8 @@ class Leech:
         self.monitor.start()
         if self.config.trace != "off":
             self.monitor.trace(self.config.trace)
+        if self.config.alloc == "on":
+            self.monitor.alloc(True)
 
     def stop(self) -> None:
         try:

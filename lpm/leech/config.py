@@ -35,6 +35,8 @@ FIELDS = (
     "implementation",
     "sampler",
     "trace",
+    "alloc",
+    "alloc_sample",
 )
 
 
@@ -72,6 +74,12 @@ class LeechConfig:
             Python and C functions, in every thread: PyCall and PyReturn),
             "off", or "floor" (the same hooks doing nothing, for benchmarks);
             the control FIFO's "trace" command changes it at run time.
+        alloc: allocation tracking from the start, "on" or "off" (native
+            leech only): every thread's bytes allocated and freed through
+            the PyMem allocators (PyAllocStats at the heap interval), and one
+            allocation in every ``alloc_sample`` bytes with its stack
+            (PyAllocSample; 0: none); the control FIFO's "alloc" command
+            changes it at run time.
     """
 
     __slots__ = FIELDS
@@ -91,6 +99,8 @@ class LeechConfig:
         implementation: str = "auto",
         sampler: str = "auto",
         trace: str = "off",
+        alloc: str = "off",
+        alloc_sample: int = 512 << 10,
     ) -> None:
         self.sample_rate = sample_rate
         self.heap_interval = heap_interval
@@ -106,6 +116,8 @@ class LeechConfig:
         self.implementation = implementation
         self.sampler = sampler
         self.trace = trace
+        self.alloc = alloc
+        self.alloc_sample = alloc_sample
         if self.sample_rate < 0 or self.sample_rate > 10_000:
             raise LeechError(f"sample_rate {self.sample_rate} is outside 0..10000 per second")
         for name in ("heap_interval", "flush_interval", "generation_interval", "stop_timeout"):
@@ -119,6 +131,10 @@ class LeechConfig:
             raise LeechError(f"implementation {self.implementation!r} is not auto, native or python")
         if self.sampler not in ("auto", "gil"):
             raise LeechError(f"sampler {self.sampler!r} is not auto or gil")
+        if self.alloc not in ("off", "on"):
+            raise LeechError(f"alloc {self.alloc!r} is not on or off")
+        if self.alloc_sample < 0:
+            raise LeechError(f"alloc_sample {self.alloc_sample} must not be negative")
         if self.trace not in TRACE_MODES:
             raise LeechError(f"trace {self.trace!r} is not one of {', '.join(TRACE_MODES)}")
 
@@ -158,7 +174,7 @@ def from_environment(env: Mapping[str, str] | None = None, **overrides: Any) -> 
             continue
         kind = type(getattr(_DEFAULTS, name))
         try:
-            if name in ("directory", "implementation", "sampler", "trace"):
+            if name in ("directory", "implementation", "sampler", "trace", "alloc"):
                 values[name] = raw
             elif name == "fixed_clock" or kind is int:
                 values[name] = int(raw, 0)

@@ -45,6 +45,7 @@ from types import CodeType, FrameType
 
 import _tracemalloc  # the builtin half of tracemalloc: no import cost
 from . import procinfo, wire
+from ..errors import LeechError
 from .config import TRACE_MODES
 from .sink import Sink
 
@@ -56,7 +57,7 @@ MAX_CODES = 50_000
 #: found by the sampler as it meets them).
 THREAD_SCAN = 0.1
 
-COMMANDS = ("pause", "resume", "resend", "rate HZ", "heap-interval SECONDS", "trace on|off")
+COMMANDS = ("pause", "resume", "resend", "rate HZ", "heap-interval SECONDS", "trace on|off", "alloc on|off")
 
 
 class Monitor:
@@ -79,6 +80,7 @@ class Monitor:
         self._sampler = sink.sampler()
         self.background = False  # the sink samples on a thread of its own (see _run)
         self.tracing = "off"  # call tracing: see LeechConfig.trace
+        self.allocs = False  # allocation tracking: see LeechConfig.alloc
         self._resend = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -129,7 +131,17 @@ class Monitor:
         finally:
             if self.tracing != "off":
                 self.trace("off")  # before the sink goes: the hooks point into it
+            if self.allocs:
+                self.alloc(False)  # with the last totals
             sink.background_stop()
+
+    def alloc(self, on: bool) -> None:
+        """Allocation tracking on or off (native leech only)."""
+        if self.allocs and not on:
+            self.sink.alloc_stats()  # the totals of what was tracked
+        self.sink.alloc(on, self.config.alloc_sample)
+        self.allocs = on
+        self.sink.emit_event(wire.PY_SETTING, "lpm.alloc", "on" if on else "off")
 
     def trace(self, mode: str) -> None:
         """Call tracing on, off or floor, in every thread but this one's;
@@ -199,6 +211,13 @@ class Monitor:
                 self.rate = rate
                 self.sink.background_rate(rate)
                 self.sink.emit_event(wire.PY_SETTING, "lpm.sample_rate", repr(rate))
+            elif word == "alloc":
+                if arg not in ("on", "off"):
+                    return f"error: alloc {arg!r} is not on or off"
+                try:
+                    self.alloc(arg == "on")
+                except LeechError as err:
+                    return f"error: {err}"
             elif word == "trace":
                 if arg not in TRACE_MODES:
                     return f"error: trace {arg!r} is not one of {', '.join(TRACE_MODES)}"
@@ -332,6 +351,8 @@ class Monitor:
         if _tracemalloc.is_tracing():
             current, peak = _tracemalloc.get_traced_memory()
         sink.emit_event(wire.PY_HEAP, procinfo.rss_bytes(), sys.getallocatedblocks(), current, peak)
+        if self.allocs:
+            sink.alloc_stats()
         natives = {t.ident: t.native_id or 0 for t in threading.enumerate() if t.ident is not None}
         for ident, (number, _name) in list(self._known.items()):
             cpu = procinfo.thread_cpu_ns(natives.get(ident, 0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 
+from ..errors import LeechError
 from . import wire
 from .config import LeechConfig
 
@@ -85,6 +86,17 @@ class Sink(abc.ABC):
 
     def background_stop(self) -> None:
         """Stop the background sampler, if one runs."""
+
+    def alloc(self, on: bool, sample_bytes: int) -> None:
+        """Allocation tracking on or off (see LeechConfig.alloc)."""
+        raise LeechError("allocation tracking needs the native leech (the pure-Python one cannot wrap "
+                         "the interpreter's allocators)")
+
+    def alloc_stats(self) -> tuple[int, int, int] | None:
+        """Every thread's PyAllocStats into the caller's buffer; (bytes of
+        threads lpm has not numbered, blocks not tracked, live blocks
+        tracked), or None when tracking never started."""
+        return None
 
     def trace(self, mode: str, skip: int) -> None:
         """Call tracing "on", "off" or "floor" (see LeechConfig.trace), in

@@ -66,7 +66,9 @@ def test_the_c_library_writes_what_the_pure_leech_writes(lib: ctypes.PyDLL) -> N
     written_by_pure = {getattr(wire, kind).NAME for kind in kinds | sampled | generation}
     assert len(written_by_pure) > 10
     written_by_c = {name for _, _, name in table(lib)}
-    assert written_by_c == written_by_pure
+    # Allocation tracking wraps the interpreter's allocators: C only.
+    assert written_by_c - written_by_pure == {"PyAllocStats", "PyAllocSample"}
+    assert written_by_pure <= written_by_c
 
 
 def test_the_loader_and_the_library_agree_on_the_abi(lib: ctypes.PyDLL) -> None:
