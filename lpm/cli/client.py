@@ -242,6 +242,15 @@ def _describe(s: Snapshot) -> str:
         lines.append(f"  traced calls ({s.traced_calls:,} in all; calls, total, own):")
         for fn in s.traced[:10]:
             lines.append(f"    {fn.calls:>9,} {_ms(fn.total_ns):>12} {_ms(fn.own_ns):>12}  {fn.name}  {fn.file}:{fn.line}")
+    allocs = s.allocations
+    if allocs.get("threads"):
+        labels = {t.id: t.label for t in s.threads}
+        lines.append("  allocations (allocated, freed, in blocks):")
+        for t in allocs["threads"][:20]:
+            lines.append(f"    {t['thread']:>4} {labels.get(t['thread'], '')[:30]:<30} {t['allocated'] / 1e6:>10.1f} MB "
+                         f"{t['freed'] / 1e6:>10.1f} MB {t['allocations']:>10,}")
+        for site in allocs.get("sites", [])[:10]:
+            lines.append(f"    {site['bytes'] / 1e6:>10.1f} MB sampled  {site['name']}  {site['file']}:{site['line']}")
     loss = s.loss
     lines.append(f"  loss: {loss.reported_lost} reported lost, {loss.unreported} unreported, {loss.events_lost} dropped by the leech")
     return "\n".join(lines)

@@ -86,6 +86,9 @@ class Snapshot:
     loss: LossView
     traced: Tuple[TracedView, ...] = ()  #: by total time, when the program is traced
     traced_calls: int = 0
+    #: Allocation tracking: {"threads": [{thread, allocated, allocations,
+    #: freed, frees}], "sampled_bytes", "sites": [{name, file, line, bytes}]}.
+    allocations: Dict[str, Any] = field(default_factory=dict)
     raw: Dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
@@ -135,5 +138,6 @@ class Snapshot:
             ),
             traced=tuple(TracedView(**f) for f in state.get("calls", {}).get("functions", ())),
             traced_calls=int(state.get("calls", {}).get("calls", 0)),
+            allocations=dict(state.get("allocations", {})),
             raw=state,
         )

@@ -170,6 +170,11 @@ class SourceState:
         self.calls = CallTree(self.limits.functions, self.limits.call_nodes, on_limit=self._limit)
         self._traced_names: Dict[int, FunctionKey] = {}
         self._owner: Optional[int] = None  # the thread whose block the events are in
+        #: Allocation tracking: each thread's latest totals, and sampled
+        #: bytes by the function that allocated them (tracer's numbers).
+        self.alloc_totals: Dict[int, Tuple[int, int, int, int]] = {}
+        self.alloc_sites: Dict[int, int] = {}
+        self.alloc_sampled = 0
         self.generation = 0
         self.accounting = Accounting()
         self.retired = ThreadAccount(0, received=0, lost=0)  # finished threads folded in
@@ -569,6 +574,39 @@ class SourceState:
             elif isinstance(e, ev.PyReturn):
                 self.calls.ret(self._owner, e.code, e.ts)
 
+    def _alloc_stats(self, e: Event) -> None:
+        assert isinstance(e, ev.PyAllocStats)
+        self.thread(e.thread, e.ts)
+        self.alloc_totals[e.thread] = (e.allocated, e.allocations, e.freed, e.frees)
+
+    def _alloc_sample(self, e: Event) -> None:
+        assert isinstance(e, ev.PyAllocSample)
+        self.alloc_sampled += e.size
+        if not e.frames:
+            return
+        code = e.frames[0]
+        if code not in self.alloc_sites and len(self.alloc_sites) >= self.limits.functions:
+            self._limit("alloc-sites", f"more than {self.limits.functions} allocating functions sampled: the "
+                                       "others count only in the total")
+            return
+        self.alloc_sites[code] = self.alloc_sites.get(code, 0) + e.size
+
+    def allocations(self, n: int) -> Dict[str, Any]:
+        """Allocation tracking's view: every thread's totals, and the ``n``
+        functions that allocated most (sampled bytes)."""
+        merged: Dict[FunctionKey, int] = {}
+        for code, size in self.alloc_sites.items():
+            key = self._traced_names.get(code, _UNKNOWN)
+            merged[key] = merged.get(key, 0) + size
+        sites = sorted(merged.items(), key=lambda kv: kv[1], reverse=True)[:n]
+        return {
+            "threads": [{"thread": t, "allocated": a, "allocations": na, "freed": f, "frees": nf}
+                        for t, (a, na, f, nf) in sorted(self.alloc_totals.items())],
+            "sampled_bytes": self.alloc_sampled,
+            "sites": [{"name": name, "file": filename, "line": line, "bytes": size}
+                      for (name, filename, line), size in sites],
+        }
+
     def traced_functions(self, n: int) -> List[Dict[str, Any]]:
         """The ``n`` traced functions with the most total time."""
         return self.calls.by_function(self._traced_names, n)
@@ -653,6 +691,7 @@ class SourceState:
             "functions": self.hottest(self.limits.snapshot_functions),
             "functions_pruned": self.functions_pruned,
             "calls": self.calls.summary(self._traced_names, self.limits.snapshot_functions),
+            "allocations": self.allocations(self.limits.snapshot_functions),
             "generation": self.generation,
             "loss": self.loss(),
             "unknown_events": self.unknown,
@@ -735,6 +774,8 @@ _HANDLERS: Dict[type, Any] = {
     ev.EventBlock: SourceState._block,
     ev.PyCall: SourceState._call,
     ev.PyReturn: SourceState._call,
+    ev.PyAllocStats: SourceState._alloc_stats,
+    ev.PyAllocSample: SourceState._alloc_sample,
 }
 
 #: The tracer's code numbers start here (lpm/leech/tracing.py).

@@ -1,5 +1,6 @@
-"""Traced calls in the server's state (issue 9): exact call counts, times
-and call trees, from hand-made streams and from a real traced program."""
+"""Traced calls and tracked allocations in the server's state (issue 9):
+exact call counts, times and call trees, from hand-made streams and from a
+real traced program; a real program's allocations per thread and site."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
+import pytest
+
 from lpm.eventlog import events as ev
 from lpm.eventlog.writer import EventLogWriter
 from lpm.server.calls import CallTree
 from lpm.server.source import Source
 
+from ..leech.conftest import native_available
 from ..leech.helpers import recorded
 from .wire import PATIENCE, python_program, start_server, wait_for
 
@@ -146,3 +150,21 @@ def _settled(count: Callable[[], int]) -> bool:
     first = count()
     time.sleep(0.3)
     return count() == first
+
+
+def test_allocations_in_the_server_state(tmp_path: Path) -> None:
+    """A real program tracked: per-thread totals and the allocating functions."""
+    if not native_available():
+        pytest.skip("the native leech is not built")
+    data = recorded("alloc_known.py", [], tmp_path, "native", run_options=["--alloc", "--sample-rate", "0"])
+    source = Source(1, "alloc_known", "leech")
+    source.feed(data)
+    source.close()
+    snap = source.state.snapshot()
+    labels = {t["id"]: t["label"] for t in snap["threads"]}
+    totals = {labels[t["thread"]]: t for t in snap["allocations"]["threads"]}
+    assert 100e6 <= totals["churner"]["allocated"] <= 101e6 and totals["churner"]["freed"] >= 100e6
+    assert 20e6 <= totals["keeper"]["allocated"] <= 21e6 and totals["keeper"]["freed"] < 1e6
+    sites = {s["name"]: s["bytes"] for s in snap["allocations"]["sites"]}
+    assert 90e6 <= sites["churn"] <= 110e6
+    assert snap["allocations"]["sampled_bytes"] >= sites["churn"]
