@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Call tracing: what ``lpm run --trace`` costs, next to the interpreter's floor and peers.
 
+With ``--what allocs``: what ``lpm run --alloc`` costs (with its sampled stacks, and
+counters only), next to ``python -X tracemalloc=1`` and ``memray run``, on
+``bench/workloads/alloc_gc.py``.
+
 The workload is ``bench/workloads/calls.py`` (recursive fib and a small
 object/method scheduler: a call every few bytecodes), timed around its hot
 section (``BENCH_ELAPSED``).  Variants, all run side by side in one invocation
@@ -62,7 +66,10 @@ from overhead import _FLOAT, REPO_ROOT, WORKLOAD_DIR, FifoDrain, child_env, med_
 
 PEERS = ["yappi", "viztracer", "memray"]
 VARIANTS = ["floor", "lpm", "lpm-python", "cprofile", "yappi", "viztracer", "memray"]
-WORKLOAD = WORKLOAD_DIR / "calls.py"
+#: --what allocs: allocation tracking on an allocation-heavy workload.
+ALLOC_VARIANTS = ["lpm-alloc", "lpm-alloc-nosample", "tracemalloc", "memray"]
+WORKLOADS = {"calls": WORKLOAD_DIR / "calls.py", "allocs": WORKLOAD_DIR / "alloc_gc.py"}
+WORKLOAD = WORKLOADS["calls"]
 YAPPI = (
     "import os, runpy, sys, yappi; sys.path.insert(0, os.path.dirname(sys.argv[1])); "
     "yappi.set_clock_type('cpu'); yappi.start(builtins=True); "
@@ -117,6 +124,11 @@ def command(variant: str, env: Env, scratch: str) -> List[str]:
     py, script = env.python, str(WORKLOAD)
     if variant == "plain":
         return [py, script]
+    if variant in ("lpm-alloc", "lpm-alloc-nosample"):
+        sample = ["--alloc-sample", "0"] if variant == "lpm-alloc-nosample" else []
+        return [py, "-m", "lpm", "run", "--implementation", "native", "--sample-rate", "0", "--alloc", *sample, script]
+    if variant == "tracemalloc":
+        return [py, "-X", "tracemalloc=1", script]
     if variant in ("floor", "lpm", "lpm-python"):
         impl = "python" if variant == "lpm-python" else "native"
         trace = ["--trace"] if variant != "floor" else []
@@ -159,7 +171,7 @@ def run_one(variant: str, env: Env, scale: float) -> Optional[Sample]:
         if variant == "floor":
             extra["LPM_TRACE"] = "floor"
         exited = threading.Event()
-        drain = FifoDrain(scratch, exited, keep=True) if variant in ("floor", "lpm", "lpm-python") else None
+        drain = FifoDrain(scratch, exited, keep=True) if variant.startswith("lpm") or variant == "floor" else None
         code, _, usage, stdout, stderr = run_child(command(variant, env, scratch), child_env(extra), scratch, drain,
                                                    exited)
         if drain is not None:
@@ -208,15 +220,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--python", action="append", help="an interpreter to measure (repeatable; default: this one)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of every variant (default 5)")
     parser.add_argument("--scale", type=float, default=0.3, help="the workload's scale (default 0.3: ~0.4 s plain)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {','.join(VARIANTS)}")
+    parser.add_argument("--what", choices=["calls", "allocs"], default="calls",
+                        help="calls: call tracing on calls.py (default); allocs: allocation tracking on alloc_gc.py "
+                        "against tracemalloc and memray")
+    parser.add_argument("--variants", help=f"comma-separated, of {','.join(VARIANTS + ALLOC_VARIANTS)}")
     parser.add_argument("--venv-dir", type=Path,
                         default=Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lpm-bench")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
+    global WORKLOAD
+    WORKLOAD = WORKLOADS[args.what]
+    known = VARIANTS if args.what == "calls" else ALLOC_VARIANTS
+    chosen = args.variants.split(",") if args.variants else known
     report: Dict[str, object] = {}
     for python in args.python or [sys.executable]:
         env = prepare(python, args.venv_dir)
-        variants = [v for v in args.variants.split(",") if v in VARIANTS and (v not in PEERS or v in env.peers)]
+        variants = [v for v in chosen if v in known and (v not in PEERS or v in env.peers)]
         note(f"Python {env.version}: {', '.join(variants)}; peers {env.peers}")
         traced: Dict[str, List[tuple[int, int]]] = {}
         results = measure(env, variants, args.rounds, args.scale, traced)
@@ -229,7 +248,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             losses = str(sum(lost for _, lost in seen)) if seen else ""
             rows.append([variant, med_range([p[0] for p in pairs]), med_range([p[1] for p in pairs]), calls, losses,
                          str(len(pairs))])
-        print(f"\n## Python {env.version}, calls.py at scale {args.scale}, {args.rounds} rounds\n")
+        print(f"\n## Python {env.version}, {WORKLOAD.name} at scale {args.scale}, {args.rounds} rounds\n")
         print(table(["variant", "hot time / plain", "CPU / plain", "calls traced", "loss reports", "rounds"], rows))
         report[env.version] = {v: {"hot": statistics.median(p[0] for p in pairs),
                                    "cpu": statistics.median(p[1] for p in pairs), "rounds": len(pairs)}
