@@ -61,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "so it is off by default; the control FIFO's 'trace on|off' switches it at run time",
     )
     parser.add_argument(
+        "--asyncio",
+        action="store_const",
+        const="on",
+        help="track asyncio tasks from the start: each task's creation (name, coroutine), start and end, and "
+        "each loop's lag (counter asyncio.lag_ms); the control FIFO's 'asyncio on|off' switches it",
+    )
+    parser.add_argument(
         "--alloc",
         action="store_const",
         const="on",
@@ -105,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         "trace": args.trace,
         "alloc": args.alloc,
         "alloc_sample": args.alloc_sample,
+        "asyncio": args.asyncio,
     }
     if module is not None:
         argv = [module, *rest]

@@ -112,6 +112,9 @@ TYPES: tuple[tuple[int, str, str, str], ...] = (
     (0x100F, 'PyReturn', 'I', 'lpm: return'),
     (0x1010, 'PyAllocStats', 'IQQQQ', 'lpm: allocation totals of a thread'),
     (0x1011, 'PyAllocSample', 'Qi', 'lpm: sampled allocation'),
+    (0x1012, 'PyTaskCreate', 'Qss', 'lpm: asyncio task created'),
+    (0x1013, 'PyTaskStart', 'Qs', 'lpm: asyncio task started'),
+    (0x1014, 'PyTaskEnd', 'QB', 'lpm: asyncio task finished'),
 )
 
 #: Bytes of each fixed-size field code.

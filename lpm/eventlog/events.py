@@ -1045,6 +1045,46 @@ class PyAllocSample(Event):
     frames: Tuple[int, ...]
 
 
+#: PyTaskEnd's status.
+TASK_DONE, TASK_FAILED, TASK_CANCELLED = 0, 1, 2
+TASK_STATUS = {TASK_DONE: "done", TASK_FAILED: "failed", TASK_CANCELLED: "cancelled"}
+
+
+@event("task {task} created: {name} running {coroutine}")
+@dataclass
+class PyTaskCreate(Event):
+    """asyncio: a task was created, in the thread of the block (its loop's):
+    ``task`` numbers it for this run, ``coroutine`` is its coroutine's
+    qualified name."""
+
+    __slots__ = ("task", "name", "coroutine")
+    task: int
+    name: str
+    coroutine: str
+
+
+@event("task {task} starts as {name}")
+@dataclass
+class PyTaskStart(Event):
+    """asyncio: the loop runs the task for the first time (just before);
+    ``name`` is its name then (``asyncio.create_task(name=...)`` names a
+    task only after creating it, so PyTaskCreate may have the default)."""
+
+    __slots__ = ("task", "name")
+    task: int
+    name: str
+
+
+@event("task {task} ends ({status})")
+@dataclass
+class PyTaskEnd(Event):
+    """asyncio: the task is done: returned (0), raised (1) or was cancelled (2)."""
+
+    __slots__ = ("task", "status")
+    task: int
+    status: int
+
+
 def _check_ranges() -> None:
     for id, cls in EVENT_TYPES.items():
         own = cls.DESCRIPTION.startswith("lpm:")

@@ -60,6 +60,8 @@ class Leech:
             self.monitor.trace(self.config.trace)
         if self.config.alloc == "on":
             self.monitor.alloc(True)
+        if self.config.asyncio == "on":
+            self.monitor.track_tasks(True)
 
     def stop(self) -> None:
         try:

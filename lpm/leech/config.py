@@ -37,6 +37,7 @@ FIELDS = (
     "trace",
     "alloc",
     "alloc_sample",
+    "asyncio",
 )
 
 
@@ -80,6 +81,10 @@ class LeechConfig:
             allocation in every ``alloc_sample`` bytes with its stack
             (PyAllocSample; 0: none); the control FIFO's "alloc" command
             changes it at run time.
+        asyncio: asyncio tracking from the start, "on" or "off": every
+            task's creation, start and end (PyTaskCreate, PyTaskStart,
+            PyTaskEnd) and each loop's lag (the counter asyncio.lag_ms); the
+            control FIFO's "asyncio" command changes it at run time.
     """
 
     __slots__ = FIELDS
@@ -101,6 +106,7 @@ class LeechConfig:
         trace: str = "off",
         alloc: str = "off",
         alloc_sample: int = 512 << 10,
+        asyncio: str = "off",
     ) -> None:
         self.sample_rate = sample_rate
         self.heap_interval = heap_interval
@@ -118,6 +124,7 @@ class LeechConfig:
         self.trace = trace
         self.alloc = alloc
         self.alloc_sample = alloc_sample
+        self.asyncio = asyncio
         if self.sample_rate < 0 or self.sample_rate > 10_000:
             raise LeechError(f"sample_rate {self.sample_rate} is outside 0..10000 per second")
         for name in ("heap_interval", "flush_interval", "generation_interval", "stop_timeout"):
@@ -131,6 +138,8 @@ class LeechConfig:
             raise LeechError(f"implementation {self.implementation!r} is not auto, native or python")
         if self.sampler not in ("auto", "gil"):
             raise LeechError(f"sampler {self.sampler!r} is not auto or gil")
+        if self.asyncio not in ("off", "on"):
+            raise LeechError(f"asyncio {self.asyncio!r} is not on or off")
         if self.alloc not in ("off", "on"):
             raise LeechError(f"alloc {self.alloc!r} is not on or off")
         if self.alloc_sample < 0:
@@ -174,7 +183,7 @@ def from_environment(env: Mapping[str, str] | None = None, **overrides: Any) -> 
             continue
         kind = type(getattr(_DEFAULTS, name))
         try:
-            if name in ("directory", "implementation", "sampler", "trace", "alloc"):
+            if name in ("directory", "implementation", "sampler", "trace", "alloc", "asyncio"):
                 values[name] = raw
             elif name == "fixed_clock" or kind is int:
                 values[name] = int(raw, 0)

@@ -47,6 +47,7 @@ import _tracemalloc  # the builtin half of tracemalloc: no import cost
 from . import procinfo, wire
 from ..errors import LeechError
 from .config import TRACE_MODES
+from .tasks import TaskWatch
 from .sink import Sink
 
 #: Deepest stack a sample records; deeper stacks keep their innermost frames.
@@ -57,7 +58,8 @@ MAX_CODES = 50_000
 #: found by the sampler as it meets them).
 THREAD_SCAN = 0.1
 
-COMMANDS = ("pause", "resume", "resend", "rate HZ", "heap-interval SECONDS", "trace on|off", "alloc on|off")
+COMMANDS = ("pause", "resume", "resend", "rate HZ", "heap-interval SECONDS", "trace on|off", "alloc on|off",
+            "asyncio on|off")
 
 
 class Monitor:
@@ -81,6 +83,7 @@ class Monitor:
         self.background = False  # the sink samples on a thread of its own (see _run)
         self.tracing = "off"  # call tracing: see LeechConfig.trace
         self.allocs = False  # allocation tracking: see LeechConfig.alloc
+        self.tasks = TaskWatch(sink)  # asyncio tracking: see LeechConfig.asyncio
         self._resend = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -133,7 +136,14 @@ class Monitor:
                 self.trace("off")  # before the sink goes: the hooks point into it
             if self.allocs:
                 self.alloc(False)  # with the last totals
+            if self.tasks.on:
+                self.track_tasks(False)
             sink.background_stop()
+
+    def track_tasks(self, on: bool) -> None:
+        """asyncio tracking on or off."""
+        self.tasks.set(on)
+        self.sink.emit_event(wire.PY_SETTING, "lpm.asyncio", "on" if on else "off")
 
     def alloc(self, on: bool) -> None:
         """Allocation tracking on or off (native leech only)."""
@@ -211,6 +221,10 @@ class Monitor:
                 self.rate = rate
                 self.sink.background_rate(rate)
                 self.sink.emit_event(wire.PY_SETTING, "lpm.sample_rate", repr(rate))
+            elif word == "asyncio":
+                if arg not in ("on", "off"):
+                    return f"error: asyncio {arg!r} is not on or off"
+                self.track_tasks(arg == "on")
             elif word == "alloc":
                 if arg not in ("on", "off"):
                     return f"error: alloc {arg!r} is not on or off"

@@ -1,0 +1,66 @@
+"""asyncio tracking (issue 9): each task's life, exactly, and the loop's
+lag; switched on and off while the program runs.  Both leeches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lpm.eventlog import events as ev
+
+from .helpers import PATIENCE, FifoReader, decode, finish, recorded, spawn, wait_for_fifo
+from .test_control import send, wait_until
+
+
+def test_every_task_created_started_and_ended_with_its_fate(tmp_path: Path, implementation: str) -> None:
+    stream = decode(recorded("tasks_known.py", [], tmp_path, implementation,
+                             run_options=["--asyncio", "--sample-rate", "0"]))
+    assert stream.complete
+    created = {e.task: e for e in stream.events if isinstance(e, ev.PyTaskCreate)}
+    started = [e.task for e in stream.of_type(ev.PyTaskStart)]  # type: ignore[attr-defined]
+    ended = {e.task: e.status for e in stream.of_type(ev.PyTaskEnd)}  # type: ignore[attr-defined]
+    named = {e.name: e.task for e in stream.of_type(ev.PyTaskStart)}  # type: ignore[attr-defined]
+    by_name = {name: created[number] for name, number in named.items()}
+    names = [f"worker-{i}" for i in range(4)] + ["boom", "sleeper", "blocker"]
+    assert set(names) <= set(by_name), sorted(by_name)
+    assert by_name["worker-0"].coroutine == "work" and by_name["boom"].coroutine == "boom"
+    for name in names:
+        number = by_name[name].task
+        assert started.count(number) == 1, f"{name} started once"
+    fate = {name: ev.TASK_STATUS[ended[by_name[name].task]] for name in names}
+    assert fate == {**{f"worker-{i}": "done" for i in range(4)}, "boom": "failed", "sleeper": "cancelled",
+                    "blocker": "done"}
+    # Created, then started, then ended, in stream order per task.
+    order = {id(e): i for i, e in enumerate(stream.events)}
+    for name in names:
+        number = by_name[name].task
+        c = order[id(by_name[name])]
+        s = next(order[id(e)] for e in stream.of_type(ev.PyTaskStart) if e.task == number)  # type: ignore[attr-defined]
+        d = next(order[id(e)] for e in stream.of_type(ev.PyTaskEnd) if e.task == number)  # type: ignore[attr-defined]
+        assert c < s < d, name
+    lags = [e.value for e in stream.of_type(ev.PyCounter) if e.name == "asyncio.lag_ms"]  # type: ignore[attr-defined]
+    assert lags and max(lags) >= 150, f"the 300 ms block shows as lag: {lags}"
+
+
+def test_asyncio_tracking_switched_on_mid_run(tmp_path: Path, implementation: str) -> None:
+    go = tmp_path / "go"
+    proc = spawn("tasks_phases.py", [str(go)], tmp_path, implementation, run_options=["--sample-rate", "0"])
+    fifo = wait_for_fifo(tmp_path, proc)
+    reader = FifoReader(fifo)
+    reader.start()
+
+    def seen(predicate: object) -> bool:
+        return any(predicate(e) for e in decode(bytes(reader.data)).events)  # type: ignore[operator]
+
+    wait_until(reader, lambda _: seen(lambda e: isinstance(e, ev.UserMarker) and e.marker == "before done"),
+               "the untracked tasks")
+    send(fifo, "asyncio on")
+    wait_until(reader, lambda _: seen(lambda e: isinstance(e, ev.PySetting) and e.value == "on"), "tracking on")
+    go.touch()
+    code, _, err = finish(proc)
+    reader.join(PATIENCE)
+    assert code == 0, err
+    stream = decode(bytes(reader.data))
+    # asyncio.run's own clean-up tasks come after ours; none from before.
+    names = sorted(e.name for e in stream.of_type(ev.PyTaskStart))  # type: ignore[attr-defined]
+    assert [n for n in names if not n.startswith("Task-")] == [f"after-{i}" for i in range(3)]
+    assert len(stream.of_type(ev.PyTaskCreate)) == len(stream.of_type(ev.PyTaskEnd)) == len(names)
