@@ -3890,7 +3890,9 @@ LPM_EXPORT int lpm_bg_generation(PyObject *obj, uint32_t gen)
     return 0;
 }
 
-/* On (1) or off (0); `sample_bytes` between sampled allocations (0: none). */
+/* On (1) or off (0), or the floor (2: the wrappers installed, passing
+ * through, what any allocation tracker costs); `sample_bytes` between
+ * sampled allocations (0: none). */
 LPM_EXPORT int lpm_alloc(PyObject *obj, int on, unsigned long long sample_bytes)
 {
     struct ctx *c = ctx_arg(obj);
@@ -3910,6 +3912,8 @@ LPM_EXPORT int lpm_alloc(PyObject *obj, int on, unsigned long long sample_bytes)
     struct allocs *a = c->al;
     if (on && !a->on && alloc_install(c) < 0)
         return -1;
+    if (on == 2)
+        on = 0; /* installed, passing through */
     a->sample_bytes = sample_bytes;
     if (!on && a->on) {
         free(a->table); /* what was allocated while on and is still live is forgotten */

@@ -67,7 +67,7 @@ from overhead import _FLOAT, REPO_ROOT, WORKLOAD_DIR, FifoDrain, child_env, med_
 PEERS = ["yappi", "viztracer", "memray"]
 VARIANTS = ["floor", "lpm", "lpm-python", "cprofile", "yappi", "viztracer", "memray"]
 #: --what allocs: allocation tracking on an allocation-heavy workload.
-ALLOC_VARIANTS = ["lpm-alloc", "lpm-alloc-nosample", "tracemalloc", "memray"]
+ALLOC_VARIANTS = ["alloc-floor", "lpm-alloc", "lpm-alloc-nosample", "tracemalloc", "memray"]
 WORKLOADS = {"calls": WORKLOAD_DIR / "calls.py", "allocs": WORKLOAD_DIR / "alloc_gc.py"}
 WORKLOAD = WORKLOADS["calls"]
 YAPPI = (
@@ -124,6 +124,8 @@ def command(variant: str, env: Env, scratch: str) -> List[str]:
     py, script = env.python, str(WORKLOAD)
     if variant == "plain":
         return [py, script]
+    if variant == "alloc-floor":
+        return [py, "-m", "lpm", "run", "--implementation", "native", "--sample-rate", "0", script]
     if variant in ("lpm-alloc", "lpm-alloc-nosample"):
         sample = ["--alloc-sample", "0"] if variant == "lpm-alloc-nosample" else []
         return [py, "-m", "lpm", "run", "--implementation", "native", "--sample-rate", "0", "--alloc", *sample, script]
@@ -170,8 +172,10 @@ def run_one(variant: str, env: Env, scale: float) -> Optional[Sample]:
         extra = {"LPM_BENCH_SCALE": repr(scale), "LPM_DIR": scratch}
         if variant == "floor":
             extra["LPM_TRACE"] = "floor"
+        if variant == "alloc-floor":
+            extra["LPM_ALLOC"] = "floor"
         exited = threading.Event()
-        drain = FifoDrain(scratch, exited, keep=True) if variant.startswith("lpm") or variant == "floor" else None
+        drain = FifoDrain(scratch, exited, keep=True) if variant.startswith("lpm") or "floor" in variant else None
         code, _, usage, stdout, stderr = run_child(command(variant, env, scratch), child_env(extra), scratch, drain,
                                                    exited)
         if drain is not None:
@@ -191,10 +195,9 @@ def run_one(variant: str, env: Env, scale: float) -> Optional[Sample]:
 
 def measure(env: Env, variants: List[str], rounds: int, scale: float,
             traced: Dict[str, List[tuple[int, int]]]) -> Dict[str, List[tuple[float, float]]]:
-    """variant -> [(hot ratio, cpu ratio)] per round; "lpm/floor" -> lpm's over the floor's in the
-    same round.  ``traced`` gets (calls, loss reports) per lpm run."""
+    """variant -> [(hot ratio, cpu ratio)] per round; "lpm/floor" and "lpm-alloc/alloc-floor" ->
+    lpm's over its floor's in the same round.  ``traced`` gets (calls, loss reports) per lpm run."""
     out: Dict[str, List[tuple[float, float]]] = {v: [] for v in variants}
-    out["lpm/floor"] = []
     rng = random.Random(1)
     for r in range(rounds):
         order = variants[:]
@@ -209,8 +212,9 @@ def measure(env: Env, variants: List[str], rounds: int, scale: float,
             out[variant].append(got[variant])
             if variant in ("lpm", "lpm-python"):
                 traced.setdefault(variant, []).append((tool.calls, tool.losses))
-        if "lpm" in got and "floor" in got:
-            out["lpm/floor"].append((got["lpm"][0] / got["floor"][0], got["lpm"][1] / got["floor"][1]))
+        for name, base in (("lpm", "floor"), ("lpm-alloc", "alloc-floor")):
+            if name in got and base in got:
+                out.setdefault(f"{name}/{base}", []).append((got[name][0] / got[base][0], got[name][1] / got[base][1]))
         note(f"Python {env.version}: round {r + 1}/{rounds} done")
     return out
 

@@ -58,8 +58,8 @@ class Leech:
         self.monitor.start()
         if self.config.trace != "off":
             self.monitor.trace(self.config.trace)
-        if self.config.alloc == "on":
-            self.monitor.alloc(True)
+        if self.config.alloc != "off":
+            self.monitor.alloc(True, floor=self.config.alloc == "floor")
         if self.config.asyncio == "on":
             self.monitor.track_tasks(True)
 

@@ -75,8 +75,9 @@ class LeechConfig:
             Python and C functions, in every thread: PyCall and PyReturn),
             "off", or "floor" (the same hooks doing nothing, for benchmarks);
             the control FIFO's "trace" command changes it at run time.
-        alloc: allocation tracking from the start, "on" or "off" (native
-            leech only): every thread's bytes allocated and freed through
+        alloc: allocation tracking from the start, "on", "off" or "floor"
+            (the wrappers installed and passing through, for benchmarks;
+            native leech only): every thread's bytes allocated and freed through
             the PyMem allocators (PyAllocStats at the heap interval), and one
             allocation in every ``alloc_sample`` bytes with its stack
             (PyAllocSample; 0: none); the control FIFO's "alloc" command
@@ -140,8 +141,8 @@ class LeechConfig:
             raise LeechError(f"sampler {self.sampler!r} is not auto or gil")
         if self.asyncio not in ("off", "on"):
             raise LeechError(f"asyncio {self.asyncio!r} is not on or off")
-        if self.alloc not in ("off", "on"):
-            raise LeechError(f"alloc {self.alloc!r} is not on or off")
+        if self.alloc not in ("off", "on", "floor"):
+            raise LeechError(f"alloc {self.alloc!r} is not on, off or floor")
         if self.alloc_sample < 0:
             raise LeechError(f"alloc_sample {self.alloc_sample} must not be negative")
         if self.trace not in TRACE_MODES:

@@ -145,13 +145,14 @@ class Monitor:
         self.tasks.set(on)
         self.sink.emit_event(wire.PY_SETTING, "lpm.asyncio", "on" if on else "off")
 
-    def alloc(self, on: bool) -> None:
-        """Allocation tracking on or off (native leech only)."""
+    def alloc(self, on: bool, floor: bool = False) -> None:
+        """Allocation tracking on or off (native leech only); ``floor``: the
+        wrappers put in, doing nothing (for benchmarks)."""
         if self.allocs and not on:
             self.sink.alloc_stats()  # the totals of what was tracked
-        self.sink.alloc(on, self.config.alloc_sample)
-        self.allocs = on
-        self.sink.emit_event(wire.PY_SETTING, "lpm.alloc", "on" if on else "off")
+        self.sink.alloc(on, self.config.alloc_sample, floor)
+        self.allocs = on and not floor
+        self.sink.emit_event(wire.PY_SETTING, "lpm.alloc", "floor" if floor else "on" if on else "off")
 
     def trace(self, mode: str) -> None:
         """Call tracing on, off or floor, in every thread but this one's;

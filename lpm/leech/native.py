@@ -150,8 +150,8 @@ class NativeSink(Sink):
     def background_stop(self) -> None:
         self._lib.lpm_bg_stop(self._ctx)
 
-    def alloc(self, on: bool, sample_bytes: int) -> None:
-        self._lib.lpm_alloc(self._ctx, int(on), sample_bytes)
+    def alloc(self, on: bool, sample_bytes: int, floor: bool = False) -> None:
+        self._lib.lpm_alloc(self._ctx, 2 if on and floor else int(on), sample_bytes)
 
     def alloc_stats(self) -> tuple[int, int, int] | None:
         return cast("tuple[int, int, int] | None", self._lib.lpm_alloc_stats(self._ctx))

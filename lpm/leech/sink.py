@@ -87,7 +87,7 @@ class Sink(abc.ABC):
     def background_stop(self) -> None:
         """Stop the background sampler, if one runs."""
 
-    def alloc(self, on: bool, sample_bytes: int) -> None:
+    def alloc(self, on: bool, sample_bytes: int, floor: bool = False) -> None:
         """Allocation tracking on or off (see LeechConfig.alloc)."""
         raise LeechError("allocation tracking needs the native leech (the pure-Python one cannot wrap "
                          "the interpreter's allocators)")
