@@ -242,6 +242,14 @@ def _describe(s: Snapshot) -> str:
         lines.append(f"  traced calls ({s.traced_calls:,} in all; calls, total, own):")
         for fn in s.traced[:10]:
             lines.append(f"    {fn.calls:>9,} {_ms(fn.total_ns):>12} {_ms(fn.own_ns):>12}  {fn.name}  {fn.file}:{fn.line}")
+    aio = s.raw.get("asyncio") or {}
+    if aio.get("created"):
+        lag = aio.get("lag_ms")
+        lines.append(f"  asyncio: {aio['created']:,} tasks: {aio['open']:,} open, {aio['done']:,} done, "
+                     f"{aio['failed']:,} failed, {aio['cancelled']:,} cancelled; loop lag "
+                     f"{'-' if lag is None else f'{lag:.1f} ms'} (max {aio.get('lag_ms_max') or 0:.1f} ms)")
+        for t in aio.get("open_tasks", [])[:10]:
+            lines.append(f"    open: {t['name']} ({t['coroutine']})")
     allocs = s.allocations
     if allocs.get("threads"):
         labels = {t.id: t.label for t in s.threads}

@@ -172,6 +172,12 @@ class SourceState:
         self._owner: Optional[int] = None  # the thread whose block the events are in
         #: Allocation tracking: each thread's latest totals, and sampled
         #: bytes by the function that allocated them (tracer's numbers).
+        #: asyncio tracking: tasks open (number -> name, created, started),
+        #: counts by fate, and the newest finished (name, status, created, end).
+        self.aio_open: Dict[int, List[Any]] = {}
+        self.aio_counts: Dict[str, int] = {"created": 0, "done": 0, "failed": 0, "cancelled": 0}
+        self.aio_recent: Deque[Tuple[str, str, int, int]] = collections.deque(maxlen=self.limits.recent)
+        self.aio_dropped = 0
         self.alloc_totals: Dict[int, Tuple[int, int, int, int]] = {}
         self.alloc_sites: Dict[int, int] = {}
         self.alloc_sampled = 0
@@ -574,6 +580,42 @@ class SourceState:
             elif isinstance(e, ev.PyReturn):
                 self.calls.ret(self._owner, e.code, e.ts)
 
+    def _aio_task(self, e: Event) -> None:
+        if isinstance(e, ev.PyTaskCreate):
+            self.aio_counts["created"] += 1
+            if len(self.aio_open) >= self.limits.tasks:
+                self.aio_dropped += 1
+                self._limit("asyncio-tasks", f"more than {self.limits.tasks} asyncio tasks open: the newest are "
+                                             "counted, not listed")
+                return
+            self.aio_open[e.task] = [e.name, e.ts, None, e.coroutine]
+        elif isinstance(e, ev.PyTaskStart):
+            task = self.aio_open.get(e.task)
+            if task is not None:
+                task[0] = e.name or task[0]
+                task[2] = e.ts
+        elif isinstance(e, ev.PyTaskEnd):
+            status = ev.TASK_STATUS.get(e.status, "done")
+            self.aio_counts[status] = self.aio_counts.get(status, 0) + 1
+            task = self.aio_open.pop(e.task, None)
+            if task is not None:
+                self.aio_recent.append((task[0], status, task[1], e.ts))
+
+    def asyncio_state(self) -> Dict[str, Any]:
+        """asyncio tracking's view: counts, open tasks (the oldest 50), the newest finished."""
+        lag = self.counters.get("asyncio.lag_ms")
+        return {
+            **self.aio_counts,
+            "open": len(self.aio_open),
+            "not_listed": self.aio_dropped,
+            "open_tasks": [{"task": n, "name": t[0], "coroutine": t[3], "created": t[1], "started": t[2]}
+                           for n, t in sorted(self.aio_open.items())[:50]],
+            "recent": [{"name": name, "status": status, "created": c, "end": end}
+                       for name, status, c, end in self.aio_recent],
+            "lag_ms": None if lag is None else _finite(lag["value"]),
+            "lag_ms_max": None if lag is None else _finite(lag["max"]),
+        }
+
     def _alloc_stats(self, e: Event) -> None:
         assert isinstance(e, ev.PyAllocStats)
         self.thread(e.thread, e.ts)
@@ -692,6 +734,7 @@ class SourceState:
             "functions_pruned": self.functions_pruned,
             "calls": self.calls.summary(self._traced_names, self.limits.snapshot_functions),
             "allocations": self.allocations(self.limits.snapshot_functions),
+            "asyncio": self.asyncio_state(),
             "generation": self.generation,
             "loss": self.loss(),
             "unknown_events": self.unknown,
@@ -776,6 +819,9 @@ _HANDLERS: Dict[type, Any] = {
     ev.PyReturn: SourceState._call,
     ev.PyAllocStats: SourceState._alloc_stats,
     ev.PyAllocSample: SourceState._alloc_sample,
+    ev.PyTaskCreate: SourceState._aio_task,
+    ev.PyTaskStart: SourceState._aio_task,
+    ev.PyTaskEnd: SourceState._aio_task,
 }
 
 #: The tracer's code numbers start here (lpm/leech/tracing.py).

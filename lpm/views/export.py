@@ -164,8 +164,9 @@ def chrome_trace(items: Iterable[Union[Item, Event]], pid: Optional[int] = None)
     """Chrome's Trace Event Format (which Perfetto opens): thread names, GC
     collections and spans as complete events, markers as instant events,
     counters as counter events; traced calls (``lpm run --trace``) as
-    complete events nested per thread, one per call; timestamps in
-    microseconds."""
+    complete events nested per thread, one per call; asyncio tasks
+    (``--asyncio``) as async slices from their first step to their end;
+    timestamps in microseconds."""
     out: List[Dict[str, object]] = []
     labels: Dict[int, str] = {}
     gc_open: Dict[Optional[int], int] = {}
@@ -173,6 +174,7 @@ def chrome_trace(items: Iterable[Union[Item, Event]], pid: Optional[int] = None)
     owner: Optional[int] = None  # the thread whose block this is
     process = pid or 1
     calls = CallSlices()
+    tasks: Dict[int, Tuple[str, str, int]] = {}  # asyncio task -> (name, coroutine, thread)
     for e in items:
         if isinstance(e, Header):
             gc_open.clear()
@@ -214,6 +216,17 @@ def chrome_trace(items: Iterable[Union[Item, Event]], pid: Optional[int] = None)
         elif isinstance(e, ev.PyCounter) and math.isfinite(e.value):  # JSON has no NaN
             out.append({"name": e.name, "cat": "counter", "ph": "C", "ts": us, "pid": process, "tid": tid,
                         "args": {"value": e.value}})
+        elif isinstance(e, ev.PyTaskCreate):
+            tasks[e.task] = (e.name, e.coroutine, tid)
+        elif isinstance(e, ev.PyTaskStart):
+            name, coroutine, _ = tasks.get(e.task, (e.name, "", tid))
+            tasks[e.task] = (e.name or name, coroutine, tid)
+            out.append({"name": e.name or name, "cat": "asyncio", "ph": "b", "id": e.task, "ts": us, "pid": process,
+                        "tid": tid, "args": {"coroutine": coroutine}})
+        elif isinstance(e, ev.PyTaskEnd):
+            name, _, _ = tasks.pop(e.task, ("task", "", tid))
+            out.append({"name": name, "cat": "asyncio", "ph": "e", "id": e.task, "ts": us, "pid": process, "tid": tid,
+                        "args": {"status": ev.TASK_STATUS.get(e.status, "?")}})
         else:
             calls.add(tid, e)
     for tid, name, start, end in calls.finish():

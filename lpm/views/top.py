@@ -107,6 +107,18 @@ class TopView:
                    f"{_ms(gc.last_pause_ns)} max {_ms(gc.max_pause_ns)}  "
                    f"heap {'-' if rss is None else f'{rss / 2**20:.1f} MiB RSS'}  "
                    f"loss {s.loss.reported_lost} reported, {s.loss.unreported} unreported")
+        aio = s.raw.get("asyncio") or {}
+        if aio.get("created"):
+            lag = aio.get("lag_ms")
+            out.append(f"asyncio {aio['open']:,} open  {aio['done']:,} done  {aio['failed']:,} failed  "
+                       f"{aio['cancelled']:,} cancelled  loop lag {'-' if lag is None else f'{lag:.1f} ms'}")
+        if s.traced_calls:
+            out.append(f"traced {s.traced_calls:,} calls; busiest: " + ", ".join(
+                f"{fn.name} {fn.total_ns / 1e6:.1f} ms" for fn in s.traced[:3]))
+        allocs = s.allocations.get("threads") or []
+        if allocs:
+            out.append(f"allocated {sum(t['allocated'] for t in allocs) / 1e6:,.1f} MB, freed "
+                       f"{sum(t['freed'] for t in allocs) / 1e6:,.1f} MB")
         out.append("")
         out.append(f"{'THREAD':<7}{'NAME':<28}{'STATUS':<14}{'CPU s':>8}")
         for t in s.threads[: max(3, height // 3)]:

@@ -1001,6 +1001,10 @@
   const threadRows = new Rows($("threads").tBodies[0], ["num", "", "", "num", "num"], TOP_THREADS);
   const functionRows = new Rows($("functions").tBodies[0], ["fn", "where", "num", "num", "num"], TOP_FUNCTIONS);
   const lossRows = new Rows($("loss").tBodies[0], ["", "num"], 16);
+  const tracedRows = new Rows($("traced").tBodies[0], ["fn", "where", "num", "num", "num"], TOP_FUNCTIONS);
+  const asyncioRows = new Rows($("asyncio").tBodies[0], ["", "num"], 8);
+  const taskItems = new Rows($("asyncio-tasks").tBodies[0], ["", ""], 10);
+  const allocRows = new Rows($("allocs").tBodies[0], ["fn", "num", "num"], 2 * TOP_THREADS);
   const sourceItems = []; // pooled <li>s of #sources
   const markerItems = []; // pooled <li>s of #markers
   const figureCards = new Map(); // figure name -> its value element
@@ -1083,6 +1087,9 @@
     renderThreads(state);
     renderFunctions(state);
     renderMarkers(state);
+    renderTraced(state);
+    renderAsyncio(state);
+    renderAllocations(state);
     renderLoss(info, state);
     renderProcess(id, info, state);
     view.points = h ? Math.max(0, ...Array.from(h.heap.map.values(), (s) => s.ring.length)) : 0;
@@ -1241,6 +1248,72 @@
       setText(functionRows.cell(i, 4), fmtPercent(num(f.total) || 0, samples));
     }
     setText($("functions-summary"), samples ? `(${fmtInt(samples)} samples)` : "");
+  }
+
+  // Deep instrumentation (lpm run --trace, --asyncio, --alloc): each panel
+  // shows only when its program sends that kind of event.
+  function fmtNs(ns) {
+    if (ns === null) return "–";
+    return ns >= 1e9 ? `${(ns / 1e9).toFixed(2)} s` : `${(ns / 1e6).toFixed(ns >= 1e8 ? 0 : 2)} ms`;
+  }
+
+  function renderTraced(state) {
+    const calls = obj(state.calls);
+    const fns = arr(calls.functions).map(obj).slice(0, TOP_FUNCTIONS);
+    $("traced-panel").hidden = !(num(calls.calls) > 0);
+    const n = tracedRows.set(fns.length);
+    for (let i = 0; i < n; i++) {
+      const f = fns[i];
+      setText(tracedRows.cell(i, 0), str(f.name));
+      const where = f.file ? `${str(f.file)}:${str(f.line)}` : "";
+      const cell = tracedRows.cell(i, 1);
+      setText(cell, shortPath(where));
+      cell.title = where;
+      setText(tracedRows.cell(i, 2), fmtInt(num(f.calls)));
+      setText(tracedRows.cell(i, 3), fmtNs(num(f.total_ns)));
+      setText(tracedRows.cell(i, 4), fmtNs(num(f.own_ns)));
+    }
+    setText($("traced-summary"), num(calls.calls) ? `(${fmtInt(num(calls.calls))} calls, exact)` : "");
+  }
+
+  function renderAsyncio(state) {
+    const aio = obj(state.asyncio);
+    $("asyncio-panel").hidden = !(num(aio.created) > 0);
+    const lag = num(aio.lag_ms);
+    const rows = [
+      ["created", fmtInt(num(aio.created))],
+      ["open", fmtInt(num(aio.open))],
+      ["done", fmtInt(num(aio.done))],
+      ["failed", fmtInt(num(aio.failed))],
+      ["cancelled", fmtInt(num(aio.cancelled))],
+      ["loop lag", lag === null ? "–" : `${lag.toFixed(1)} ms (max ${(num(aio.lag_ms_max) || 0).toFixed(1)})`],
+    ];
+    const n = asyncioRows.set(rows.length);
+    for (let i = 0; i < n; i++) {
+      setText(asyncioRows.cell(i, 0), rows[i][0]);
+      setText(asyncioRows.cell(i, 1), rows[i][1]);
+    }
+    const recent = arr(aio.recent).map(obj).slice(-10).reverse();
+    const m = taskItems.set(recent.length);
+    for (let i = 0; i < m; i++) {
+      const t = recent[i];
+      setText(taskItems.cell(i, 0), str(t.status));
+      setText(taskItems.cell(i, 1), `${str(t.name)} ${fmtNs((num(t.end) || 0) - (num(t.created) || 0))}`);
+    }
+  }
+
+  function renderAllocations(state) {
+    const al = obj(state.allocations);
+    const threads = arr(al.threads).map(obj);
+    const sites = arr(al.sites).map(obj);
+    $("allocs-panel").hidden = threads.length === 0;
+    const labels = new Map(arr(state.threads).map(obj).map((t) => [num(t.id), str(t.label)]));
+    const rows = threads.map((t) => [labels.get(num(t.thread)) || `thread ${t.thread}`, fmtBytes(num(t.allocated)),
+                                     fmtBytes(num(t.freed))]);
+    for (const site of sites.slice(0, TOP_THREADS)) rows.push([`${str(site.name)} (sampled)`, fmtBytes(num(site.bytes)), ""]);
+    const n = allocRows.set(rows.length);
+    for (let i = 0; i < n; i++) for (let j = 0; j < 3; j++) setText(allocRows.cell(i, j), rows[i][j]);
+    setText($("allocs-summary"), sites.length ? `(${fmtBytes(num(al.sampled_bytes))} sampled)` : "");
   }
 
   // The last two parts of a path: enough to tell files apart in a narrow cell.

@@ -13,10 +13,14 @@ from typing import Any, Callable, Dict, List
 
 import pytest
 
+from lpm.client.model import Snapshot
 from lpm.eventlog import events as ev
+from lpm.eventlog import read_events
 from lpm.eventlog.writer import EventLogWriter
 from lpm.server.calls import CallTree
 from lpm.server.source import Source
+from lpm.views.export import chrome_trace
+from lpm.views.top import TopView
 
 from ..leech.conftest import native_available
 from ..leech.helpers import recorded
@@ -168,3 +172,29 @@ def test_allocations_in_the_server_state(tmp_path: Path) -> None:
     sites = {s["name"]: s["bytes"] for s in snap["allocations"]["sites"]}
     assert 90e6 <= sites["churn"] <= 110e6
     assert snap["allocations"]["sampled_bytes"] >= sites["churn"]
+
+
+def test_asyncio_tasks_in_the_server_state(tmp_path: Path) -> None:
+    """A real asyncio program tracked: counts by fate, the finished tasks with
+    their names, the loop's lag."""
+    data = recorded("tasks_known.py", [], tmp_path, "native" if native_available() else "python",
+                    run_options=["--asyncio", "--sample-rate", "0"])
+    source = Source(1, "tasks_known", "leech")
+    source.feed(data)
+    source.close()
+    aio = source.state.snapshot()["asyncio"]
+    assert aio["failed"] == 1 and aio["cancelled"] == 1 and aio["done"] >= 6
+    assert aio["created"] == aio["done"] + aio["failed"] + aio["cancelled"] + aio["open"]
+    fates = {t["name"]: t["status"] for t in aio["recent"]}
+    assert fates["boom"] == "failed" and fates["sleeper"] == "cancelled" and fates["worker-3"] == "done"
+    assert aio["lag_ms_max"] >= 150
+    # What top and the Chrome trace show of it.
+    view = TopView()
+    view.update(Snapshot.from_json({"source": 1, "name": "tasks_known", "info": {}, "state": source.state.snapshot()}))
+    line = next(x for x in view.lines(200, 60) if x.startswith("asyncio"))
+    assert "1 failed" in line and "1 cancelled" in line
+    trace = json.loads(chrome_trace(read_events(data)))["traceEvents"]
+    begun = {e["id"]: e["name"] for e in trace if e.get("cat") == "asyncio" and e["ph"] == "b"}
+    ended = {e["id"]: e["args"]["status"] for e in trace if e.get("cat") == "asyncio" and e["ph"] == "e"}
+    assert {begun[i]: ended[i] for i in begun if begun[i] in ("boom", "sleeper", "worker-0")} == {
+        "boom": "failed", "sleeper": "cancelled", "worker-0": "done"}

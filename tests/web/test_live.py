@@ -14,8 +14,9 @@ from typing import Iterator, Tuple
 
 import pytest
 
-from ..server.wire import PATIENCE, start_server, web_address
+from ..leech.conftest import native_available
 from ..leech.helpers import recorded
+from ..server.wire import PATIENCE, PROGRAMS, start_server, web_address
 from .browser import DEADLINE, Browser, browser
 
 __all__ = ["browser"]  # the fixture
@@ -91,5 +92,39 @@ def test_the_same_page_shows_a_recording(browser: Browser, tmp_path: Path) -> No
         browser.screenshot(tmp_path / "recording.png")
         assert browser.devtools.exceptions == [], browser.devtools.exceptions
     finally:
+        server.terminate()
+        server.wait(PATIENCE)
+
+
+def test_the_deep_instrumentation_panels(browser: Browser, tmp_path: Path) -> None:
+    """A program traced, with its asyncio tasks and allocations tracked: the
+    page shows its traced functions, its tasks and its allocations."""
+    lpm_dir = tmp_path / "lpm"
+    lpm_dir.mkdir(mode=0o700)
+    server, _ = start_server(tmp_path, "--dir", str(lpm_dir), "--http", "127.0.0.1:0")
+    native = native_available()
+    options = ["--trace", "--asyncio"] + (["--alloc"] if native else [])
+    program = subprocess.Popen(
+        [sys.executable, "-m", "lpm", "run", *options, str(PROGRAMS / "deep_app.py"), "60"],
+        env=dict(os.environ, LPM_DIR=str(lpm_dir)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        host, port = web_address(tmp_path)
+        browser.goto(f"http://{host}:{port}/")
+        browser.wait("!document.getElementById('traced-panel').hidden && [...document.querySelectorAll("
+                     "'#traced tbody tr:not([hidden]) td:first-child')].some(td => td.textContent === 'parse')",
+                     "parse() among the traced functions", timeout=PATIENCE)
+        browser.wait("!document.getElementById('asyncio-panel').hidden && [...document.querySelectorAll("
+                     "'#asyncio-tasks tr:not([hidden])')].some(tr => tr.textContent.includes('request-'))",
+                     "finished request tasks", timeout=PATIENCE)
+        if native:
+            browser.wait("!document.getElementById('allocs-panel').hidden && [...document.querySelectorAll("
+                         "'#allocs tbody tr:not([hidden])')].some(tr => tr.textContent.includes('MainThread'))",
+                         "the main thread's allocations", timeout=PATIENCE)
+        browser.screenshot(tmp_path / "deep.png")
+        assert browser.devtools.exceptions == [], browser.devtools.exceptions
+    finally:
+        program.terminate()
+        program.wait(PATIENCE)
         server.terminate()
         server.wait(PATIENCE)
