@@ -94,8 +94,8 @@ class Sink(abc.ABC):
 
     def alloc_stats(self) -> tuple[int, int, int] | None:
         """Every thread's PyAllocStats into the caller's buffer; (bytes of
-        threads lpm has not numbered, blocks not tracked, live blocks
-        tracked), or None when tracking never started."""
+        threads lpm has not numbered, blocks not tracked, 512-byte leaves of
+        the size map), or None when tracking never started."""
         return None
 
     def trace(self, mode: str, skip: int) -> None:
