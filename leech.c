@@ -2411,56 +2411,50 @@ static int trace_stop(struct ctx *c, PyObject *obj)
 #else
 /* sys.monitoring's callbacks: (code, offset, ...); CALL, C_RETURN and
  * C_RAISE also (callable, arg0). */
-static PyObject *mon_enter(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static inline PyObject *mon_code(PyObject *self, PyObject *const *args, Py_ssize_t nargs, uint16_t id)
 {
     struct ctx *c = CTX(self);
     struct thread *st = nargs >= 1 ? traced(c) : NULL;
     if (st != NULL && PyCode_Check(args[0])) {
         uint64_t ts = trace_now(c);
-        trace_put(c, st, EV_CALL, ts, traced_code(c, st, args[0], ts));
+        trace_put(c, st, id, ts, traced_code(c, st, args[0], ts));
     }
     Py_RETURN_NONE;
+}
+
+static inline PyObject *mon_function(PyObject *self, PyObject *const *args, Py_ssize_t nargs, uint16_t id)
+{
+    if (nargs < 3 || c_function(args[2]) == NULL)
+        Py_RETURN_NONE; /* a Python function: PY_START and PY_RETURN tell */
+    struct ctx *c = CTX(self);
+    struct thread *st = traced(c);
+    if (st != NULL) {
+        uint64_t ts = trace_now(c);
+        uint32_t n = cfunc_number(c, st, args[2], ts);
+        if (n != 0)
+            trace_put(c, st, id, ts, n);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *mon_enter(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return mon_code(self, args, nargs, EV_CALL);
 }
 
 static PyObject *mon_leave(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    struct ctx *c = CTX(self);
-    struct thread *st = nargs >= 1 ? traced(c) : NULL;
-    if (st != NULL && PyCode_Check(args[0])) {
-        uint64_t ts = trace_now(c);
-        trace_put(c, st, EV_RETURN, ts, traced_code(c, st, args[0], ts));
-    }
-    Py_RETURN_NONE;
+    return mon_code(self, args, nargs, EV_RETURN);
 }
 
 static PyObject *mon_c_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 3 || c_function(args[2]) == NULL)
-        Py_RETURN_NONE; /* a Python function: PY_START tells */
-    struct ctx *c = CTX(self);
-    struct thread *st = traced(c);
-    if (st != NULL) {
-        uint64_t ts = trace_now(c);
-        uint32_t n = cfunc_number(c, st, args[2], ts);
-        if (n != 0)
-            trace_put(c, st, EV_CALL, ts, n);
-    }
-    Py_RETURN_NONE;
+    return mon_function(self, args, nargs, EV_CALL);
 }
 
 static PyObject *mon_c_leave(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 3 || c_function(args[2]) == NULL)
-        Py_RETURN_NONE;
-    struct ctx *c = CTX(self);
-    struct thread *st = traced(c);
-    if (st != NULL) {
-        uint64_t ts = trace_now(c);
-        uint32_t n = cfunc_number(c, st, args[2], ts);
-        if (n != 0)
-            trace_put(c, st, EV_RETURN, ts, n);
-    }
-    Py_RETURN_NONE;
+    return mon_function(self, args, nargs, EV_RETURN);
 }
 
 static PyObject *mon_nothing(PyObject *self, PyObject *const *args, Py_ssize_t nargs)

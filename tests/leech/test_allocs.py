@@ -5,6 +5,7 @@ it says so)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -15,8 +16,8 @@ import pytest
 from lpm.eventlog import events as ev
 
 from .conftest import native_available
-from .helpers import PATIENCE, FifoReader, Stream, decode, finish, recorded, spawn, wait_for_fifo
-from .test_control import send, wait_until
+from .helpers import PATIENCE, Stream, decode, recorded
+from .live import LiveProgram
 
 needs_native = pytest.mark.skipif(not native_available(), reason="the native leech is not built")
 MB = 1_000_000
@@ -62,30 +63,14 @@ def test_known_allocations_per_thread(tmp_path: Path) -> None:
 @needs_native
 def test_tracking_switched_on_and_off_while_the_program_runs(tmp_path: Path) -> None:
     go_b, go_c = tmp_path / "go-b", tmp_path / "go-c"
-    proc = spawn("alloc_phases.py", [str(go_b), str(go_c)], tmp_path, "native", run_options=["--sample-rate", "0"])
-    fifo = wait_for_fifo(tmp_path, proc)
-    reader = FifoReader(fifo)
-    reader.start()
-
-    def marked(name: str) -> bool:
-        return any(e.marker == name for e in decode(bytes(reader.data)).of_type(ev.UserMarker))  # type: ignore[attr-defined]
-
-    def setting(value: str) -> bool:
-        events = decode(bytes(reader.data)).of_type(ev.PySetting)
-        return any((e.key, e.value) == ("lpm.alloc", value) for e in events)  # type: ignore[attr-defined]
-
-    wait_until(reader, lambda _: marked("a done"), "phase a")
-    send(fifo, "alloc on")
-    wait_until(reader, lambda _: setting("on"), "tracking on")
+    live = LiveProgram("alloc_phases.py", [str(go_b), str(go_c)], tmp_path, "native")
+    live.wait_marker("a done")
+    live.command("alloc on", "lpm.alloc", "on")
     go_b.touch()
-    wait_until(reader, lambda _: marked("b done"), "phase b")
-    send(fifo, "alloc off")
-    wait_until(reader, lambda _: setting("off"), "tracking off")
+    live.wait_marker("b done")
+    live.command("alloc off", "lpm.alloc", "off")
     go_c.touch()
-    code, _, err = finish(proc)
-    reader.join(PATIENCE)
-    assert code == 0, err
-    stream = decode(bytes(reader.data))
+    stream = live.finish()
     totals = last_totals(stream)["MainThread"]
     # Phase b allocated and freed 50 x 1 MB while tracking; a and c (80 MB each) were not seen.
     assert 50 * MB <= totals.allocated <= 55 * MB and 50 * MB <= totals.freed <= totals.allocated + MB
@@ -98,6 +83,6 @@ def test_the_pure_leech_says_it_cannot(tmp_path: Path) -> None:
     script.write_text("pass\n")
     done = subprocess.run(
         [sys.executable, "-m", "lpm", "run", "--implementation", "python", "--alloc", str(script)],
-        capture_output=True, text=True, timeout=PATIENCE, env={"LPM_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=PATIENCE, env=dict(os.environ, LPM_DIR=str(tmp_path)),
     )
     assert done.returncode != 0 and "native leech" in done.stderr

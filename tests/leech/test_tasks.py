@@ -7,8 +7,8 @@ from pathlib import Path
 
 from lpm.eventlog import events as ev
 
-from .helpers import PATIENCE, FifoReader, decode, finish, recorded, spawn, wait_for_fifo
-from .test_control import send, wait_until
+from .helpers import decode, recorded
+from .live import LiveProgram
 
 
 def test_every_task_created_started_and_ended_with_its_fate(tmp_path: Path, implementation: str) -> None:
@@ -43,23 +43,11 @@ def test_every_task_created_started_and_ended_with_its_fate(tmp_path: Path, impl
 
 def test_asyncio_tracking_switched_on_mid_run(tmp_path: Path, implementation: str) -> None:
     go = tmp_path / "go"
-    proc = spawn("tasks_phases.py", [str(go)], tmp_path, implementation, run_options=["--sample-rate", "0"])
-    fifo = wait_for_fifo(tmp_path, proc)
-    reader = FifoReader(fifo)
-    reader.start()
-
-    def seen(predicate: object) -> bool:
-        return any(predicate(e) for e in decode(bytes(reader.data)).events)  # type: ignore[operator]
-
-    wait_until(reader, lambda _: seen(lambda e: isinstance(e, ev.UserMarker) and e.marker == "before done"),
-               "the untracked tasks")
-    send(fifo, "asyncio on")
-    wait_until(reader, lambda _: seen(lambda e: isinstance(e, ev.PySetting) and e.value == "on"), "tracking on")
+    live = LiveProgram("tasks_phases.py", [str(go)], tmp_path, implementation)
+    live.wait_marker("before done")
+    live.command("asyncio on", "lpm.asyncio", "on")
     go.touch()
-    code, _, err = finish(proc)
-    reader.join(PATIENCE)
-    assert code == 0, err
-    stream = decode(bytes(reader.data))
+    stream = live.finish()
     # asyncio.run's own clean-up tasks come after ours; none from before.
     names = sorted(e.name for e in stream.of_type(ev.PyTaskStart))  # type: ignore[attr-defined]
     assert [n for n in names if not n.startswith("Task-")] == [f"after-{i}" for i in range(3)]

@@ -11,8 +11,8 @@ from lpm.eventlog import events as ev
 from lpm.eventlog import read_events
 from lpm.views.export import chrome_trace
 
-from .helpers import PATIENCE, FifoReader, Stream, decode, finish, recorded, spawn, wait_for_fifo
-from .test_control import send, wait_until
+from .helpers import Stream, decode, recorded
+from .live import LiveProgram
 
 Step = tuple[str, str]  # ("call" or "return", function name)
 
@@ -66,32 +66,14 @@ def test_a_known_call_graph_is_traced_exactly_in_every_thread(tmp_path: Path, im
 
 def test_tracing_switched_on_and_off_while_the_program_runs(tmp_path: Path, implementation: str) -> None:
     go_b, go_c = tmp_path / "go-b", tmp_path / "go-c"
-    proc = spawn("trace_toggle.py", [str(go_b), str(go_c)], tmp_path, implementation,
-                 run_options=["--sample-rate", "0"])
-    fifo = wait_for_fifo(tmp_path, proc)
-    reader = FifoReader(fifo)
-    reader.start()
-
-    def setting(value: str) -> bool:
-        events = decode(bytes(reader.data)).of_type(ev.PySetting)
-        return any((e.key, e.value) == ("lpm.trace", value) for e in events)  # type: ignore[attr-defined]
-
-    def marked(name: str) -> bool:
-        return any(e.marker == name for e in decode(bytes(reader.data)).of_type(ev.UserMarker))  # type: ignore[attr-defined]
-
-    wait_until(reader, lambda _: marked("a done"), "phase a")
-    send(fifo, "trace on")
-    wait_until(reader, lambda _: setting("on"), "tracing on")
+    live = LiveProgram("trace_toggle.py", [str(go_b), str(go_c)], tmp_path, implementation)
+    live.wait_marker("a done")
+    live.command("trace on", "lpm.trace", "on")
     go_b.touch()
-    wait_until(reader, lambda _: marked("b done"), "phase b")
-    send(fifo, "trace off")
-    wait_until(reader, lambda _: setting("off"), "tracing off")
+    live.wait_marker("b done")
+    live.command("trace off", "lpm.trace", "off")
     go_c.touch()
-    code, _, err = finish(proc)
-    reader.join(PATIENCE)
-    assert code == 0, err
-    stream = decode(bytes(reader.data))
-    assert stream.complete
+    stream = live.finish()
     calls = [s for steps in threads_steps(stream).values() for s in steps if s[1].startswith("phase_")]
     assert calls == [("call", "phase_b"), ("return", "phase_b")] * 100
 
