@@ -2180,11 +2180,14 @@ static uint32_t traced_code(struct ctx *c, struct thread *st, PyObject *code, ui
     return n;
 }
 
-static const PyMethodDef *c_function(PyObject *callable)
+/* Exact type checks: PyCFunction_Check() walks the MRO of every other
+ * callable (a Python function, at each CALL event from 3.12). */
+static inline const PyMethodDef *c_function(PyObject *callable)
 {
-    if (PyCFunction_Check(callable))
+    PyTypeObject *t = Py_TYPE(callable);
+    if (t == &PyCFunction_Type || t == &PyCMethod_Type)
         return ((PyCFunctionObject *)callable)->m_ml;
-    if (Py_IS_TYPE(callable, &PyMethodDescr_Type))
+    if (t == &PyMethodDescr_Type)
         return ((PyMethodDescrObject *)callable)->d_method;
     return NULL;
 }
