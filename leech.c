@@ -2161,7 +2161,21 @@ struct code_extras {
     void *extras[1];
 };
 
-static uint32_t traced_code(struct ctx *c, struct thread *st, PyObject *code, uint64_t ts)
+/* A code object met for the first time in this generation: numbered (or
+ * its number kept) and declared.  Out of line: the common case is above. */
+static __attribute__((noinline)) uint32_t traced_code_new(struct ctx *c, struct thread *st, PyObject *code,
+                                                          uint64_t ts, uint32_t n)
+{
+    if (n == 0)
+        n = trace_next(c);
+    KEEP_ERROR({
+        if (CODE_SET_EXTRA(code, code_extra, (void *)(uintptr_t)((uint64_t)c->tr.gen << 32 | n)) == 0)
+            code_event(c, st, ts, (PyCodeObject *)code, n);
+    });
+    return n;
+}
+
+static inline uint32_t traced_code(struct ctx *c, struct thread *st, PyObject *code, uint64_t ts)
 {
     const struct code_extras *e = ((PyCodeObject *)code)->co_extra;
     uint32_t n = 0;
@@ -2171,13 +2185,7 @@ static uint32_t traced_code(struct ctx *c, struct thread *st, PyObject *code, ui
             return (uint32_t)v;
         n = (uint32_t)v; /* numbered in an earlier generation: declared again, same number */
     }
-    if (n == 0)
-        n = trace_next(c);
-    KEEP_ERROR({
-        if (CODE_SET_EXTRA(code, code_extra, (void *)(uintptr_t)((uint64_t)c->tr.gen << 32 | n)) == 0)
-            code_event(c, st, ts, (PyCodeObject *)code, n);
-    });
-    return n;
+    return traced_code_new(c, st, code, ts, n);
 }
 
 /* Exact type checks: PyCFunction_Check() walks the MRO of every other
