@@ -249,7 +249,8 @@ def _describe(s: Snapshot) -> str:
                      f"{aio['failed']:,} failed, {aio['cancelled']:,} cancelled; loop lag "
                      f"{'-' if lag is None else f'{lag:.1f} ms'} (max {aio.get('lag_ms_max') or 0:.1f} ms)")
         for t in aio.get("open_tasks", [])[:10]:
-            lines.append(f"    open: {t['name']} ({t['coroutine']})")
+            awaiting = f", awaiting {t['awaiting']}" if t.get("awaiting") else ""
+            lines.append(f"    open: {t['name']} ({t['coroutine']}){awaiting}")
     allocs = s.allocations
     if allocs.get("threads"):
         labels = {t.id: t.label for t in s.threads}

@@ -115,6 +115,7 @@ TYPES: tuple[tuple[int, str, str, str], ...] = (
     (0x1012, 'PyTaskCreate', 'Qss', 'lpm: asyncio task created'),
     (0x1013, 'PyTaskStart', 'Qs', 'lpm: asyncio task started'),
     (0x1014, 'PyTaskEnd', 'QB', 'lpm: asyncio task finished'),
+    (0x1015, 'PyTaskAwait', 'Qt', 'lpm: what a suspended asyncio task awaits'),
 )
 
 #: Bytes of each fixed-size field code.

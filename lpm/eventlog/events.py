@@ -1085,6 +1085,18 @@ class PyTaskEnd(Event):
     status: int
 
 
+@event("task {task} awaits {chain}")
+@dataclass
+class PyTaskAwait(Event):
+    """asyncio: where a task that is not running is suspended, at the heap
+    interval: its coroutines from the outermost in, each as
+    ``name (file:line)``, joined by `` > ``."""
+
+    __slots__ = ("task", "chain")
+    task: int
+    chain: str
+
+
 def _check_ranges() -> None:
     for id, cls in EVENT_TYPES.items():
         own = cls.DESCRIPTION.startswith("lpm:")

@@ -368,6 +368,8 @@ class Monitor:
         sink.emit_event(wire.PY_HEAP, procinfo.rss_bytes(), sys.getallocatedblocks(), current, peak)
         if self.allocs:
             sink.alloc_stats()
+        if self.tasks.on:
+            self.tasks.awaiting()
         natives = {t.ident: t.native_id or 0 for t in threading.enumerate() if t.ident is not None}
         for ident, (number, _name) in list(self._known.items()):
             cpu = procinfo.thread_cpu_ns(natives.get(ident, 0))

@@ -35,6 +35,10 @@ if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/cat
 
 #: Seconds between two runs of a loop's lag probe.
 LAG_INTERVAL = 0.1
+#: Suspended tasks whose awaiting chain is sent at each heap interval, and
+#: the deepest chain.
+AWAITING_TASKS = 100
+AWAITING_DEPTH = 32
 #: PyTaskEnd's status (lpm.eventlog.events.TASK_STATUS).
 DONE, FAILED, CANCELLED = 0, 1, 2
 
@@ -49,6 +53,7 @@ class TaskWatch:
         self._original: Callable[..., Any] | None = None
         self._mine: Callable[..., Any] | None = None
         self._probed: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._live: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
 
     def set(self, on: bool) -> None:
@@ -81,6 +86,7 @@ class TaskWatch:
             coroutine = getattr(coro, "__qualname__", None) or type(coro).__qualname__
             watch.sink.emit_event(wire.PY_TASK_CREATE, number, task.get_name(), coroutine)
             task.add_done_callback(lambda t: watch._ended(number, t))
+            watch._live[number] = task
             if loop not in watch._probed:
                 watch._probed.add(loop)
                 loop.call_soon(watch._probe, loop, loop.time() + LAG_INTERVAL, True)
@@ -101,6 +107,24 @@ class TaskWatch:
             status = FAILED if getattr(task, "_exception", None) is not None else DONE
         self.sink.emit_event(wire.PY_TASK_END, number, status)
 
+    def awaiting(self) -> None:
+        """``PyTaskAwait`` of every suspended task (at most
+        :data:`AWAITING_TASKS`, the oldest first), from the monitor's thread:
+        the chain of ``cr_await`` from each task's coroutine, read under the
+        GIL while the loop's thread is elsewhere."""
+        if not self.on:
+            return
+        sent = 0
+        for number, task in sorted(self._live.items()):
+            if sent >= AWAITING_TASKS:
+                break
+            if task.done():
+                continue
+            chain = _chain(task.get_coro())
+            if chain:
+                self.sink.emit_event(wire.PY_TASK_AWAIT, number, chain)
+                sent += 1
+
     def _probe(self, loop: Any, due: float, first: bool = False) -> None:
         if not self.on or loop.is_closed():
             return
@@ -108,3 +132,19 @@ class TaskWatch:
         if not first:
             self.sink.counter("asyncio.lag_ms", max(0.0, now - due) * 1000.0)
         loop.call_at(now + LAG_INTERVAL, self._probe, loop, now + LAG_INTERVAL)
+
+
+def _chain(coro: Any) -> str:
+    """A suspended coroutine's awaiting chain, outermost first; "" when it is
+    running (its frame is on a thread's stack, where samples see it)."""
+    parts: list[str] = []
+    while coro is not None and len(parts) < AWAITING_DEPTH:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        if getattr(coro, "cr_running", False) or getattr(coro, "gi_running", False):
+            return ""
+        code = frame.f_code
+        parts.append(f"{getattr(code, 'co_qualname', code.co_name)} ({code.co_filename}:{frame.f_lineno})")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " > ".join(parts)

@@ -588,12 +588,16 @@ class SourceState:
                 self._limit("asyncio-tasks", f"more than {self.limits.tasks} asyncio tasks open: the newest are "
                                              "counted, not listed")
                 return
-            self.aio_open[e.task] = [e.name, e.ts, None, e.coroutine]
+            self.aio_open[e.task] = [e.name, e.ts, None, e.coroutine, ""]
         elif isinstance(e, ev.PyTaskStart):
             task = self.aio_open.get(e.task)
             if task is not None:
                 task[0] = e.name or task[0]
                 task[2] = e.ts
+        elif isinstance(e, ev.PyTaskAwait):
+            task = self.aio_open.get(e.task)
+            if task is not None:
+                task[4] = e.chain
         elif isinstance(e, ev.PyTaskEnd):
             status = ev.TASK_STATUS.get(e.status, "done")
             self.aio_counts[status] = self.aio_counts.get(status, 0) + 1
@@ -608,8 +612,8 @@ class SourceState:
             **self.aio_counts,
             "open": len(self.aio_open),
             "not_listed": self.aio_dropped,
-            "open_tasks": [{"task": n, "name": t[0], "coroutine": t[3], "created": t[1], "started": t[2]}
-                           for n, t in sorted(self.aio_open.items())[:50]],
+            "open_tasks": [{"task": n, "name": t[0], "coroutine": t[3], "created": t[1], "started": t[2],
+                            "awaiting": t[4]} for n, t in sorted(self.aio_open.items())[:50]],
             "recent": [{"name": name, "status": status, "created": c, "end": end}
                        for name, status, c, end in self.aio_recent],
             "lag_ms": None if lag is None else _finite(lag["value"]),
@@ -822,6 +826,7 @@ _HANDLERS: Dict[type, Any] = {
     ev.PyTaskCreate: SourceState._aio_task,
     ev.PyTaskStart: SourceState._aio_task,
     ev.PyTaskEnd: SourceState._aio_task,
+    ev.PyTaskAwait: SourceState._aio_task,
 }
 
 #: The tracer's code numbers start here (lpm/leech/tracing.py).

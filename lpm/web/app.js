@@ -1003,7 +1003,7 @@
   const lossRows = new Rows($("loss").tBodies[0], ["", "num"], 16);
   const tracedRows = new Rows($("traced").tBodies[0], ["fn", "where", "num", "num", "num"], TOP_FUNCTIONS);
   const asyncioRows = new Rows($("asyncio").tBodies[0], ["", "num"], 8);
-  const taskItems = new Rows($("asyncio-tasks").tBodies[0], ["", ""], 10);
+  const taskItems = new Rows($("asyncio-tasks").tBodies[0], ["", ""], 15);
   const allocRows = new Rows($("allocs").tBodies[0], ["fn", "num", "num"], 2 * TOP_THREADS);
   const sourceItems = []; // pooled <li>s of #sources
   const markerItems = []; // pooled <li>s of #markers
@@ -1293,12 +1293,18 @@
       setText(asyncioRows.cell(i, 0), rows[i][0]);
       setText(asyncioRows.cell(i, 1), rows[i][1]);
     }
-    const recent = arr(aio.recent).map(obj).slice(-10).reverse();
-    const m = taskItems.set(recent.length);
+    // Open tasks first, with where they wait (the innermost coroutine), then the newest finished.
+    const items = arr(aio.open_tasks).map(obj).slice(0, 5).map((t) => {
+      const chain = str(t.awaiting).split(" > ");
+      return ["open", chain[0] ? `${str(t.name)} awaiting ${chain[chain.length - 1]}` : str(t.name)];
+    });
+    for (const t of arr(aio.recent).map(obj).slice(-10).reverse()) {
+      items.push([str(t.status), `${str(t.name)} ${fmtNs((num(t.end) || 0) - (num(t.created) || 0))}`]);
+    }
+    const m = taskItems.set(items.length);
     for (let i = 0; i < m; i++) {
-      const t = recent[i];
-      setText(taskItems.cell(i, 0), str(t.status));
-      setText(taskItems.cell(i, 1), `${str(t.name)} ${fmtNs((num(t.end) || 0) - (num(t.created) || 0))}`);
+      setText(taskItems.cell(i, 0), items[i][0]);
+      setText(taskItems.cell(i, 1), items[i][1]);
     }
   }
 

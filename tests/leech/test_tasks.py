@@ -52,3 +52,14 @@ def test_asyncio_tracking_switched_on_mid_run(tmp_path: Path, implementation: st
     names = sorted(e.name for e in stream.of_type(ev.PyTaskStart))  # type: ignore[attr-defined]
     assert [n for n in names if not n.startswith("Task-")] == [f"after-{i}" for i in range(3)]
     assert len(stream.of_type(ev.PyTaskCreate)) == len(stream.of_type(ev.PyTaskEnd)) == len(names)
+
+
+def test_a_suspended_task_shows_what_it_awaits(tmp_path: Path, implementation: str) -> None:
+    stream = decode(recorded("tasks_awaiting.py", ["1.0"], tmp_path, implementation,
+                             run_options=["--asyncio", "--sample-rate", "0", "--heap-interval", "0.1"]))
+    deep = next(e.task for e in stream.of_type(ev.PyTaskStart) if e.name == "deep")  # type: ignore[attr-defined]
+    chains = [e.chain for e in stream.of_type(ev.PyTaskAwait) if e.task == deep]  # type: ignore[attr-defined]
+    assert len(chains) >= 3, chains
+    names = [part.split(" (")[0] for part in chains[-1].split(" > ")]
+    assert names == ["outer", "middle", "inner", "sleep"], chains[-1]  # asyncio.sleep is a coroutine too
+    assert "tasks_awaiting.py:" in chains[-1]
