@@ -115,8 +115,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.speed < 0:
         raise CommandError("--speed must not be negative", exit_code=2)
-    if args.queue < 4096:
-        raise CommandError("--queue must be at least 4096 bytes", exit_code=2)
+    if args.queue < 65536:
+        # A client's queue takes a source's header (over 4 KiB: every type lpm
+        # declares) and its snapshot before any event.
+        raise CommandError("--queue must be at least 65536 bytes (a header and a snapshot come first)", exit_code=2)
     host, port = args.listen
     token = read_token(args.token_file) if args.token_file else None
     exposed = [f"{a[0]}:{a[1]}" for a in (args.listen, args.udp, args.http) if a is not None and not _loopback(a[0])]
