@@ -3358,6 +3358,10 @@ static void atfork_child(void)
         if (fd >= 0)
             close(fd);
     }
+    /* The parent's allocation tracking is not the child's: its wrappers pass
+     * through until a leech of the child turns tracking on. */
+    for (int i = 0; i < 2; i++)
+        atomic_store(&g_domains[i].c, NULL);
     tls.serial = 0;
     tls.st = NULL;
 }

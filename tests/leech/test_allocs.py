@@ -86,3 +86,14 @@ def test_the_pure_leech_says_it_cannot(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=PATIENCE, env=dict(os.environ, LPM_DIR=str(tmp_path)),
     )
     assert done.returncode != 0 and "native leech" in done.stderr
+
+
+@needs_native
+def test_a_fork_under_tracking(tmp_path: Path) -> None:
+    """The child of a tracked program allocates (through wrappers that now
+    pass through) and exits as it means to; the parent's stream is whole and
+    its totals are its own."""
+    stream = decode(recorded("alloc_fork.py", [], tmp_path, "native", run_options=["--alloc", "--sample-rate", "0"]))
+    assert stream.complete
+    assert [e.marker for e in stream.of_type(ev.UserMarker)] == ["child 7"]  # type: ignore[attr-defined]
+    assert last_totals(stream)["MainThread"].allocated < 5 * MB, "the child's 20 MB are not the parent's"
