@@ -423,6 +423,30 @@ static inline int inherited(const struct ctx *c)
 
 /* -- small helpers -------------------------------------------------------- */
 
+/* Big-endian stores, the eventlog's byte order: one byte swap and one store
+ * each on a little-endian machine (the tracer writes two per call). */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+static inline uint8_t *put16(uint8_t *p, uint16_t v)
+{
+    v = __builtin_bswap16(v);
+    memcpy(p, &v, sizeof v);
+    return p + 2;
+}
+
+static inline uint8_t *put32(uint8_t *p, uint32_t v)
+{
+    v = __builtin_bswap32(v);
+    memcpy(p, &v, sizeof v);
+    return p + 4;
+}
+
+static inline uint8_t *put64(uint8_t *p, uint64_t v)
+{
+    v = __builtin_bswap64(v);
+    memcpy(p, &v, sizeof v);
+    return p + 8;
+}
+#else
 static inline uint8_t *put16(uint8_t *p, uint16_t v)
 {
     p[0] = (uint8_t)(v >> 8);
@@ -441,6 +465,7 @@ static inline uint8_t *put64(uint8_t *p, uint64_t v)
     p = put32(p, (uint32_t)(v >> 32));
     return put32(p, (uint32_t)v);
 }
+#endif
 
 static inline uint8_t *put_head(uint8_t *p, uint16_t id, uint64_t ts) { return put64(put16(p, id), ts); }
 
@@ -2275,23 +2300,24 @@ static uint32_t cfunc_number(struct ctx *c, struct thread *st, PyObject *callabl
     return n;
 }
 
-/* put_owned() for a 14-byte event, its common case inline. */
+/* put_owned() for a 14-byte event, its common case inline: written straight
+ * into the buffer. */
 static inline void trace_put(struct ctx *c, struct thread *st, uint16_t id, uint64_t ts, uint32_t n)
 {
-    uint8_t head[HEAD + 4];
-    put32(put_head(head, id, ts), n);
-    if (st->buf < 0 || st->lost || st->used + sizeof head > c->size ||
+    uint32_t start = st->used;
+    if (st->buf < 0 || st->lost || start + HEAD + 4 > c->size ||
         atomic_load_explicit(&c->paused, memory_order_relaxed)) {
+        uint8_t head[HEAD + 4];
+        put32(put_head(head, id, ts), n);
         put_owned(c, st, ts, head, sizeof head, NULL);
         return;
     }
+    put32(put_head(c->mem + (size_t)st->buf * c->size + start, id, ts), n);
     st->seq++;
-    uint64_t start = st->used;
-    memcpy(c->mem + (size_t)st->buf * c->size + start, head, sizeof head);
-    st->used += sizeof head;
+    st->used = start + HEAD + 4;
     st->events++;
     atomic_store_explicit(&c->bufs[st->buf].committed,
-                          st->used | start << COMMIT_BITS | (uint64_t)st->events << (2 * COMMIT_BITS),
+                          st->used | (uint64_t)start << COMMIT_BITS | (uint64_t)st->events << (2 * COMMIT_BITS),
                           memory_order_release);
 }
 
