@@ -302,17 +302,23 @@ struct bytes {
 
 enum { IDLE, RUNNING, STOPPING, STOPPED };
 
-/* Call tracing (see "call tracing" below).  Under the GIL. */
-struct cfn {
-    const PyMethodDef *ml; /* a C function's definition: static for builtins */
-    uint64_t v;            /* generation << 32 | number */
+/* A map from addresses (never 0) to 64-bit values: linear probing, at most
+ * half full, deletion by shifting back (see "pointer maps" below). */
+struct ptrmap_entry {
+    uintptr_t key; /* 0: empty */
+    uint64_t value;
 };
+struct ptrmap {
+    struct ptrmap_entry *e;
+    size_t cap, used;
+};
+
+/* Call tracing (see "call tracing" below).  Under the GIL. */
 struct tracer {
     int mode;       /* TRACE_OFF, TRACE_ON, TRACE_FLOOR */
     uint32_t gen;   /* the generation this ctx's numbers belong to */
     uint32_t next;  /* numbers given out */
-    struct cfn *cfns; /* open addressing by ml */
-    size_t ccap, cn;
+    struct ptrmap cfns; /* a C function's PyMethodDef (static for builtins) -> generation << 32 | number */
     PyObject *old_hook; /* threading's profile hook before ours (before 3.12) */
     int tool;           /* the sys.monitoring tool id held (3.12 on), or -1 */
     unsigned long skip; /* the thread left out: lpm's monitor */
@@ -1046,15 +1052,23 @@ static void *no_slot(void)
 
 static void name_unnamed(struct ctx *c, struct thread *st);
 
+/* The calling thread's state when it is registered with `c` and alive, else
+ * NULL: the fast path of every event. */
+static inline struct thread *registered(const struct ctx *c)
+{
+    return tls.serial == c->serial && tls.st->gen == tls.gen ? tls.st : NULL;
+}
+
 /* PureSink._register.  No lock held.  NULL with an exception on failure,
  * NULL without one for an inherited context (whose events go nowhere). */
 static struct thread *register_thread(struct ctx *c)
 {
     if (inherited(c))
         return NULL;
-    if (tls.serial == c->serial && tls.st->gen == tls.gen) { /* registered, still unnamed */
-        name_unnamed(c, tls.st);
-        return tls.st;
+    struct thread *known = registered(c);
+    if (known != NULL) { /* registered, still unnamed */
+        name_unnamed(c, known);
+        return known;
     }
     unsigned long ident = PyThread_get_thread_ident();
     unsigned long native_id = PyThread_get_thread_native_id();
@@ -1140,9 +1154,8 @@ static void name_unnamed(struct ctx *c, struct thread *st)
 
 static inline struct thread *current(struct ctx *c)
 {
-    if (tls.serial == c->serial && tls.st->gen == tls.gen && !tls.st->unnamed)
-        return tls.st;
-    return register_thread(c);
+    struct thread *st = registered(c);
+    return st != NULL && !st->unnamed ? st : register_thread(c);
 }
 
 /* -- the functions Python calls per event ----------------------------------- */
@@ -2016,6 +2029,90 @@ static PyMethodDef SINK_FUNCTIONS[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* -- pointer maps ------------------------------------------------------------ */
+
+static inline size_t ptrmap_home(uintptr_t key, size_t cap)
+{
+    return (size_t)(((uint64_t)(key >> 4) * UINT64_C(0x9E3779B97F4A7C15)) >> 20) & (cap - 1);
+}
+
+/* Its entry, or NULL. */
+static inline struct ptrmap_entry *ptrmap_find(const struct ptrmap *m, uintptr_t key)
+{
+    if (m->cap == 0)
+        return NULL;
+    for (size_t i = ptrmap_home(key, m->cap); m->e[i].key != 0; i = (i + 1) & (m->cap - 1))
+        if (m->e[i].key == key)
+            return &m->e[i];
+    return NULL;
+}
+
+static int ptrmap_grow(struct ptrmap *m)
+{
+    size_t cap = m->cap ? 2 * m->cap : 256;
+    struct ptrmap_entry *e = calloc(cap, sizeof *e); /* libc: never through lpm's allocator wrappers */
+    if (e == NULL)
+        return -1;
+    for (size_t i = 0; i < m->cap; i++) {
+        if (m->e[i].key == 0)
+            continue;
+        size_t j = ptrmap_home(m->e[i].key, cap);
+        while (e[j].key != 0)
+            j = (j + 1) & (cap - 1);
+        e[j] = m->e[i];
+    }
+    free(m->e);
+    m->e = e;
+    m->cap = cap;
+    return 0;
+}
+
+/* Its entry, made (value 0) if there was none; NULL when out of memory. */
+static struct ptrmap_entry *ptrmap_slot(struct ptrmap *m, uintptr_t key)
+{
+    struct ptrmap_entry *found = ptrmap_find(m, key);
+    if (found != NULL)
+        return found;
+    if ((m->used + 1) * 2 > m->cap && ptrmap_grow(m) < 0)
+        return NULL;
+    size_t i = ptrmap_home(key, m->cap);
+    while (m->e[i].key != 0)
+        i = (i + 1) & (m->cap - 1);
+    m->used++;
+    m->e[i].key = key;
+    m->e[i].value = 0;
+    return &m->e[i];
+}
+
+/* Takes `key` out; 1 with its value in *value, 0 if it was not there.  The
+ * entries after it move back to close the gap, so no probe ever walks over
+ * deleted entries (allocations churn by the million). */
+static int ptrmap_take(struct ptrmap *m, uintptr_t key, uint64_t *value)
+{
+    struct ptrmap_entry *found = ptrmap_find(m, key);
+    if (found == NULL)
+        return 0;
+    *value = found->value;
+    size_t mask = m->cap - 1, i = (size_t)(found - m->e);
+    for (size_t j = (i + 1) & mask; m->e[j].key != 0; j = (j + 1) & mask) {
+        size_t home = ptrmap_home(m->e[j].key, m->cap);
+        if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) { /* home not in (i, j] */
+            m->e[i] = m->e[j];
+            i = j;
+        }
+    }
+    m->e[i].key = 0;
+    m->used--;
+    return 1;
+}
+
+static void ptrmap_free(struct ptrmap *m)
+{
+    free(m->e);
+    m->e = NULL;
+    m->cap = m->used = 0;
+}
+
 /* -- the tracer's clock -------------------------------------------------------- */
 
 /* The tracer reads the clock at every call and return.  clock_gettime() costs
@@ -2239,26 +2336,6 @@ static PyObject *c_function_name(PyObject *callable, const PyMethodDef *ml)
     return PyUnicode_FromString(ml->ml_name);
 }
 
-static int cfns_grow(struct tracer *tr)
-{
-    size_t cap = tr->ccap ? 2 * tr->ccap : 256;
-    struct cfn *t = calloc(cap, sizeof *t);
-    if (t == NULL)
-        return -1;
-    for (size_t i = 0; i < tr->ccap; i++) {
-        if (tr->cfns[i].ml == NULL)
-            continue;
-        size_t j = ((uintptr_t)tr->cfns[i].ml >> 4) & (cap - 1);
-        while (t[j].ml != NULL)
-            j = (j + 1) & (cap - 1);
-        t[j] = tr->cfns[i];
-    }
-    free(tr->cfns);
-    tr->cfns = t;
-    tr->ccap = cap;
-    return 0;
-}
-
 /* A C function's number, 0 for a callable that is not one. */
 static uint32_t cfunc_number(struct ctx *c, struct thread *st, PyObject *callable, uint64_t ts)
 {
@@ -2266,31 +2343,14 @@ static uint32_t cfunc_number(struct ctx *c, struct thread *st, PyObject *callabl
     if (ml == NULL)
         return 0;
     struct tracer *tr = &c->tr;
-    size_t i = 0;
-    if (tr->ccap) {
-        for (i = ((uintptr_t)ml >> 4) & (tr->ccap - 1); tr->cfns[i].ml != NULL; i = (i + 1) & (tr->ccap - 1))
-            if (tr->cfns[i].ml == ml) {
-                if ((uint32_t)(tr->cfns[i].v >> 32) == tr->gen)
-                    return (uint32_t)tr->cfns[i].v;
-                break;
-            }
-    }
-    if (tr->ccap == 0 || (tr->cfns[i].ml == NULL && 2 * (tr->cn + 1) > tr->ccap)) {
-        if (cfns_grow(tr) < 0)
-            return 0;
-        for (i = ((uintptr_t)ml >> 4) & (tr->ccap - 1); tr->cfns[i].ml != NULL && tr->cfns[i].ml != ml;
-             i = (i + 1) & (tr->ccap - 1))
-            ;
-    }
-    uint32_t n;
-    if (tr->cfns[i].ml == NULL) {
-        tr->cn++;
-        n = trace_next(c);
-    }
-    else
-        n = (uint32_t)tr->cfns[i].v; /* declared again in this generation, same number */
-    tr->cfns[i].ml = ml;
-    tr->cfns[i].v = (uint64_t)tr->gen << 32 | n;
+    struct ptrmap_entry *known = ptrmap_find(&tr->cfns, (uintptr_t)ml);
+    if (known != NULL && (uint32_t)(known->value >> 32) == tr->gen)
+        return (uint32_t)known->value;
+    if (known == NULL && (known = ptrmap_slot(&tr->cfns, (uintptr_t)ml)) == NULL)
+        return 0;
+    /* New, or declared again in this generation under the same number. */
+    uint32_t n = known->value != 0 ? (uint32_t)known->value : trace_next(c);
+    known->value = (uint64_t)tr->gen << 32 | n;
     KEEP_ERROR({
         PyObject *name = c_function_name(callable, ml);
         if (name != NULL && (builtin_file != NULL || (builtin_file = PyUnicode_InternFromString("<built-in>"))))
@@ -2326,7 +2386,9 @@ static inline void trace_put(struct ctx *c, struct thread *st, uint16_t id, uint
  * thread's start-up makes dozens of calls before threading lists it. */
 static inline struct thread *traced(struct ctx *c)
 {
-    struct thread *st = tls.serial == c->serial && tls.st->gen == tls.gen ? tls.st : register_thread(c);
+    struct thread *st = registered(c);
+    if (st == NULL)
+        st = register_thread(c);
     if (st == NULL) {
         PyErr_Clear();
         return NULL;
@@ -2632,11 +2694,6 @@ struct adomain {
 };
 static struct adomain g_domains[2]; /* PYMEM_DOMAIN_MEM, PYMEM_DOMAIN_OBJ */
 
-struct ablock {
-    uintptr_t ptr; /* 0: empty */
-    size_t size;
-};
-
 /* The sizes of the blocks allocated while tracking, by address: a two-level
  * map from each 4 KiB of address space to 256 sizes (blocks start at least
  * 16 bytes apart, pymalloc's and malloc's alignment), so that blocks next to
@@ -2656,76 +2713,24 @@ struct allocs {
     uint64_t sample_bytes; /* 0: no samples */
     struct leaf ***map;    /* [address >> 30][address >> 12 & level mask] */
     size_t leaves;
-    struct ablock *table;  /* the big blocks: linear probing, at most half full, deletion by shifting back */
-    size_t cap, used;
+    struct ptrmap big;     /* the blocks whose size or address the map cannot hold */
     uint64_t untracked; /* blocks the map had no room for */
     uint64_t other_bytes, others; /* allocated by threads lpm has not numbered */
 };
 
-static inline size_t ahash(uintptr_t p, size_t cap)
-{
-    return (size_t)(((uint64_t)(p >> 4) * UINT64_C(0x9E3779B97F4A7C15)) >> 20) & (cap - 1);
-}
-
-static int atable_grow(struct allocs *a)
-{
-    size_t cap = a->cap ? a->cap * 2 : 1 << 10;
-    struct ablock *t = calloc(cap, sizeof *t); /* libc: not through the wrappers */
-    if (t == NULL)
-        return -1;
-    for (size_t i = 0; i < a->cap; i++) {
-        uintptr_t p = a->table[i].ptr;
-        if (p == 0)
-            continue;
-        size_t j = ahash(p, cap);
-        while (t[j].ptr != 0)
-            j = (j + 1) & (cap - 1);
-        t[j] = a->table[i];
-    }
-    free(a->table);
-    a->table = t;
-    a->cap = cap;
-    return 0;
-}
-
 static int abig_put(struct allocs *a, uintptr_t p, size_t size)
 {
-    if ((a->used + 1) * 2 > a->cap && atable_grow(a) < 0)
+    struct ptrmap_entry *e = ptrmap_slot(&a->big, p);
+    if (e == NULL)
         return -1;
-    size_t i = ahash(p, a->cap);
-    while (a->table[i].ptr != 0 && a->table[i].ptr != p)
-        i = (i + 1) & (a->cap - 1);
-    if (a->table[i].ptr == 0)
-        a->used++;
-    a->table[i].ptr = p;
-    a->table[i].size = size;
+    e->value = size;
     return 0;
 }
 
-/* Taken out; the entries after it move back to close the gap, so no probe
- * ever walks over deleted entries. */
 static size_t abig_take(struct allocs *a, uintptr_t p)
 {
-    if (a->cap == 0)
-        return 0;
-    size_t mask = a->cap - 1;
-    size_t i = ahash(p, a->cap);
-    while (a->table[i].ptr != p) {
-        if (a->table[i].ptr == 0)
-            return 0;
-        i = (i + 1) & mask;
-    }
-    size_t size = a->table[i].size;
-    for (size_t j = (i + 1) & mask; a->table[j].ptr != 0; j = (j + 1) & mask) {
-        size_t home = ahash(a->table[j].ptr, a->cap);
-        if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) { /* home not in (i, j] */
-            a->table[i] = a->table[j];
-            i = j;
-        }
-    }
-    a->table[i].ptr = 0;
-    a->used--;
-    return size;
+    uint64_t size = 0;
+    return ptrmap_take(&a->big, p, &size) ? (size_t)size : 0;
 }
 
 /* The leaf of address `p`, made when `make`; NULL if none (or out of memory). */
@@ -2797,16 +2802,7 @@ static void atable_free(struct allocs *a)
         a->map = NULL;
     }
     a->leaves = 0;
-    free(a->table);
-    a->table = NULL;
-    a->cap = a->used = 0;
-}
-
-/* The thread's state when lpm numbered it already; never registers one (that
- * would allocate, here). */
-static inline struct thread *alloc_thread(struct ctx *c)
-{
-    return tls.serial == c->serial && tls.st->gen == tls.gen ? tls.st : NULL;
+    ptrmap_free(&a->big);
 }
 
 static void alloc_sample(struct ctx *c, struct thread *st, uint64_t size);
@@ -2838,7 +2834,7 @@ static void alloc_note(struct ctx *c, void *ptr, size_t size)
         return;
     tls.in_alloc = 1;
     atable_put(a, ptr, size);
-    struct thread *st = alloc_thread(c);
+    struct thread *st = registered(c); /* never registers one here: that would allocate */
     if (st == NULL) {
         a->other_bytes += size;
         a->others++;
@@ -2866,7 +2862,7 @@ static void free_note(struct ctx *c, void *ptr)
     size_t size = atable_take(a, ptr);
     if (size == 0)
         return;
-    struct thread *st = alloc_thread(c);
+    struct thread *st = registered(c); /* never registers one here: that would allocate */
     if (st != NULL) {
         st->freed_bytes += size;
         st->frees++;
@@ -3404,6 +3400,7 @@ static void ctx_free(struct ctx *c)
         free(c->al);
         c->al = NULL;
     }
+    ptrmap_free(&c->tr.cfns);
     if (own)
         sampler_stop(c);
     if (own && (c->state == RUNNING || c->state == STOPPING)) {
