@@ -54,10 +54,14 @@ class CallTree:
     ROOT = 0
 
     def __init__(self, functions: int = 10_000, nodes: int = 20_000,
-                 on_limit: Optional[Callable[[str, str], None]] = None) -> None:
+                 on_limit: Optional[Callable[[str, str], None]] = None,
+                 on_close: Optional[Callable[[int, int, int, int], None]] = None) -> None:
         self.max_functions = functions
         self.max_nodes = nodes
         self.on_limit = on_limit or (lambda name, text: None)
+        #: Called with (thread, code, start, end) as each call closes (the
+        #: Chrome trace's slices, lpm.views.export).
+        self.on_close = on_close
         self.functions: Dict[int, CallStats] = {}  # code number -> stats
         # Node 0 is the root; node -> (parent, code), and its stats.
         self._node_of: Dict[Tuple[int, int], int] = {}
@@ -103,6 +107,8 @@ class CallTree:
 
     def _close(self, thread: int, frame: _Frame, ts: int, stack: List[_Frame]) -> None:
         duration = max(0, ts - frame.start)
+        if self.on_close is not None:
+            self.on_close(thread, frame.code, frame.start, ts)
         open_calls = self._open[thread]
         open_calls[frame.code] -= 1
         if stack:
@@ -135,6 +141,10 @@ class CallTree:
         while stack:
             self._close(thread, stack.pop(), ts, stack)
         self._open.pop(thread, None)
+
+    def open_threads(self) -> List[int]:
+        """The threads with calls still open."""
+        return [thread for thread, stack in self._stacks.items() if stack]
 
     # -- reading -------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import Dict, Iterable, List, Optional, Tuple, Union
 from ..eventlog import events as ev
 from ..eventlog.events import Event
 from ..eventlog.reader import Header, Item
+from ..server.calls import CallTree
 
 Frame = Tuple[str, str, int]  # name, file, first line
 
@@ -113,45 +114,39 @@ def speedscope(items: Iterable[Union[Item, Event]], name: str = "lpm") -> str:
 
 
 class CallSlices:
-    """Traced calls (PyCall, PyReturn) as (thread, name, start, end) slices.
-
-    A return matches the innermost open call of its function in its thread;
-    calls above it (their returns lost) end with it; a return with no call
-    (tracing began inside the function) is left out, and calls still open
-    at the end end at the thread's last event.  Names are the tracer's
-    PyCode declarations, kept for the whole run (one may come after its
-    first use in another thread's block).
+    """Traced calls (PyCall, PyReturn) as (thread, name, start, end) slices:
+    the server's call matching (:class:`lpm.server.calls.CallTree`: a
+    return closes the innermost open call of its function and the calls
+    above it; one with no call open is left out), with the calls still open
+    at a stream's end ending at their thread's last event.  Names are the
+    tracer's PyCode declarations, kept for the whole run (one may come after
+    its first use in another thread's block).
     """
 
     def __init__(self) -> None:
         self.names: Dict[int, str] = {}
-        self._open: Dict[int, List[Tuple[int, int]]] = {}  # thread -> [(code, start)]
         self._last: Dict[int, int] = {}  # thread -> last timestamp
         self._done: List[Tuple[int, int, int, int]] = []  # (thread, code, start, end)
+        # Only the matching is wanted: no call tree (one node), every function.
+        self._calls = CallTree(functions=1 << 62, nodes=1, on_close=self._closed)
+
+    def _closed(self, thread: int, code: int, start: int, end: int) -> None:
+        self._done.append((thread, code, start, end))
 
     def add(self, thread: int, e: Event) -> None:
         if isinstance(e, ev.PyCall):
-            self._open.setdefault(thread, []).append((e.code, e.ts))
             self._last[thread] = e.ts
+            self._calls.call(thread, e.code, e.ts)
         elif isinstance(e, ev.PyReturn):
             self._last[thread] = e.ts
-            stack = self._open.get(thread)
-            if not stack or all(code != e.code for code, _ in stack):
-                return
-            while stack:
-                code, start = stack.pop()
-                self._done.append((thread, code, start, e.ts))
-                if code == e.code:
-                    break
+            self._calls.ret(thread, e.code, e.ts)
         elif isinstance(e, ev.PyCode):
             self.names[e.code] = e.name
 
     def restart(self) -> None:
         """A new stream: calls open in the old one end where it did."""
-        for thread, stack in self._open.items():
-            end = self._last.get(thread, 0)
-            self._done.extend((thread, code, start, end) for code, start in stack)
-        self._open.clear()
+        for thread in self._calls.open_threads():
+            self._calls.end_thread(thread, self._last.get(thread, 0))
 
     def finish(self) -> List[Tuple[int, str, int, int]]:
         self.restart()
