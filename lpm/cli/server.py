@@ -27,7 +27,7 @@ import sys
 
 from .. import tls
 from ..errors import CommandError
-from ..server.hub import HubLimits
+from ..server.hub import HubLimits, loopback
 from ..server.shell import Server, ServerConfig
 from ..server.state import Limits
 
@@ -44,10 +44,6 @@ def read_token(path: str) -> bytes:
     if not token:
         raise CommandError(f"the token file {path} is empty: put a secret on its first line")
     return token
-
-
-def _loopback(host: str) -> bool:
-    return host.startswith("127.") or host in ("localhost", "::1")
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -121,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--queue must be at least 65536 bytes (a header and a snapshot come first)", exit_code=2)
     host, port = args.listen
     token = read_token(args.token_file) if args.token_file else None
-    exposed = [f"{a[0]}:{a[1]}" for a in (args.listen, args.udp, args.http) if a is not None and not _loopback(a[0])]
+    exposed = [f"{a[0]}:{a[1]}" for a in (args.listen, args.udp, args.http) if a is not None and not loopback(a[0])]
     if exposed and token is None:
         token = secrets.token_urlsafe(24).encode("ascii")
         print(f"lpm server: {', '.join(exposed)} is not loopback, so clients need a token; this run's is\n\n"

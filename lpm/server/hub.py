@@ -85,13 +85,19 @@ class Client:
         self.close_reason: Optional[str] = None  #: set: write what is queued, then close
 
 
-def _loopback(peer: str) -> bool:
-    """Whether a client's ``host:port`` (``udp host:port`` over UDP) is a loopback address."""
-    host = peer.removeprefix("udp ").rpartition(":")[0].strip("[]")
+def loopback(host: str) -> bool:
+    """Whether ``host`` (an address, or "localhost") is this machine's loopback."""
+    if host == "localhost":
+        return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _loopback(peer: str) -> bool:
+    """Whether a client's ``host:port`` (``udp host:port`` over UDP) is a loopback address."""
+    return loopback(peer.removeprefix("udp ").rpartition(":")[0].strip("[]"))
 
 
 class Hub:
