@@ -5,33 +5,55 @@ recording, the server's snapshots over TCP, UDP and HTTP, the web stream,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Iterator, NamedTuple, Tuple
 
 from .wire import PATIENCE, PROGRAMS, start_server, wait_for, web_address
 
 SECRETS = ["s3cr3t-env-value", "hunter2-argv-value", "url-pass-value"]
 
 
-def test_no_secret_reaches_any_output(tmp_path: Path) -> None:
+class Watched(NamedTuple):
+    address: Tuple[str, int]
+    program: "subprocess.Popen[bytes]"
+    until: Path  # touch it and the program ends
+    record: Path  # the server's recordings
+
+
+@contextlib.contextmanager
+def secret_program(tmp_path: Path, *server_args: str) -> Iterator[Watched]:
+    """A server (recording, with ``server_args``) watching steady.py run with
+    a secret in its environment, one in a URL there and one in its argv."""
     lpm_dir = tmp_path / "lpm"
     lpm_dir.mkdir(mode=0o700)
     record = tmp_path / "rec"
-    server, address = start_server(tmp_path, "--dir", str(lpm_dir), "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0",
-                                   "--record", str(record))
+    server, address = start_server(tmp_path, "--dir", str(lpm_dir), "--record", str(record), *server_args)
     until = tmp_path / "stop"
-    env = dict(os.environ, LPM_DIR=str(lpm_dir), API_TOKEN=SECRETS[0],
-               DB_URL=f"postgres://app:{SECRETS[2]}@db/x")
+    env = dict(os.environ, LPM_DIR=str(lpm_dir), API_TOKEN=SECRETS[0], DB_URL=f"postgres://app:{SECRETS[2]}@db/x")
     program = subprocess.Popen(
         [sys.executable, "-m", "lpm", "run", str(PROGRAMS / "steady.py"), str(until), f"--password={SECRETS[1]}"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
-    outputs: dict[str, bytes] = {}
     try:
+        yield Watched(address, program, until, record)
+    finally:
+        until.touch()
+        if program.poll() is None:
+            program.kill()
+        server.terminate()
+        server.wait(PATIENCE)
+
+
+def test_no_secret_reaches_any_output(tmp_path: Path) -> None:
+    outputs: dict[str, bytes] = {}
+    with secret_program(tmp_path, "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0") as watched:
+        address, program, until, record = watched
         host, port = web_address(tmp_path)
         base = f"http://{host}:{port}"
         cli = [sys.executable, "-m", "lpm", "client", "--server", f"{address[0]}:{address[1]}", "--timeout", "20"]
@@ -54,12 +76,6 @@ def test_no_secret_reaches_any_output(tmp_path: Path) -> None:
         until.touch()
         assert program.wait(PATIENCE) == 0
         wait_for(lambda: any(record.glob("*.eventlog")), "the recording")
-    finally:
-        until.touch()
-        if program.poll() is None:
-            program.kill()
-        server.terminate()
-        server.wait(PATIENCE)
     [recording] = list(record.glob("*.eventlog"))
     outputs["recording"] = recording.read_bytes()
     show = subprocess.run([sys.executable, "-m", "lpm", "show", str(recording)], capture_output=True, timeout=PATIENCE)
@@ -76,22 +92,13 @@ def test_show_secrets_for_a_local_client_with_the_token_only(tmp_path: Path) -> 
     the CLI on this machine with the server's token; a server without a
     token refuses (tests/server/test_hub.py: who may ask); the values
     still reach no recording or log."""
-    lpm_dir = tmp_path / "lpm"
-    lpm_dir.mkdir(mode=0o700)
     token_file = tmp_path / "token"
     token_file.write_text("show-secrets-token\n")
-    record = tmp_path / "rec"
-    server, address = start_server(tmp_path, "--dir", str(lpm_dir), "--token-file", str(token_file),
-                                   "--record", str(record))
-    until = tmp_path / "stop"
-    env = dict(os.environ, LPM_DIR=str(lpm_dir), API_TOKEN=SECRETS[0])
-    program = subprocess.Popen(
-        [sys.executable, "-m", "lpm", "run", str(PROGRAMS / "steady.py"), str(until), f"--password={SECRETS[1]}"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    cli = [sys.executable, "-m", "lpm", "client", "--server", f"{address[0]}:{address[1]}", "--timeout", "20",
-           "--token-file", str(token_file)]
-    try:
+    with secret_program(tmp_path, "--token-file", str(token_file)) as watched:
+        address, program, until, record = watched
+        cli = [sys.executable, "-m", "lpm", "client", "--server", f"{address[0]}:{address[1]}", "--timeout", "20",
+               "--token-file", str(token_file)]
+
         def state(*extra: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run([*cli, "state", "1", *extra], capture_output=True, text=True, timeout=PATIENCE)
 
@@ -109,12 +116,6 @@ def test_show_secrets_for_a_local_client_with_the_token_only(tmp_path: Path) -> 
         wait_for(lambda: any(record.glob("*.eventlog")), "the recording")
         gone = state("--show-secrets")
         assert gone.returncode != 0 and "not a running program" in gone.stderr
-    finally:
-        until.touch()
-        if program.poll() is None:
-            program.kill()
-        server.terminate()
-        server.wait(PATIENCE)
     log = (tmp_path / "server.log").read_text()
     assert "was shown the unredacted command line and environment of source 1" in log
     [recording] = list(record.glob("*.eventlog"))
