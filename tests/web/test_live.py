@@ -5,6 +5,7 @@ stream and resume brings it back, all as the page itself sees it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -22,25 +23,33 @@ from .browser import DEADLINE, Browser, browser
 __all__ = ["browser"]  # the fixture
 
 
-@pytest.fixture
-def live_page(browser: Browser, tmp_path: Path) -> Iterator[Tuple[Browser, Path]]:
+@contextlib.contextmanager
+def page_of(browser: Browser, tmp_path: Path, *run: str) -> Iterator[Browser]:
+    """The page of a server watching ``lpm run RUN...``; no script errors in
+    it when done."""
     lpm_dir = tmp_path / "lpm"
     lpm_dir.mkdir(mode=0o700)
     server, _ = start_server(tmp_path, "--dir", str(lpm_dir), "--http", "127.0.0.1:0")
     program = subprocess.Popen(
-        [sys.executable, "-m", "lpm", "run", "-m", "lpm.cli.sample_app", "--seconds", "60"],
+        [sys.executable, "-m", "lpm", "run", *run],
         env=dict(os.environ, LPM_DIR=str(lpm_dir)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
         host, port = web_address(tmp_path)
         browser.goto(f"http://{host}:{port}/")
-        yield browser, tmp_path
+        yield browser
         assert browser.devtools.exceptions == [], browser.devtools.exceptions
     finally:
         program.terminate()
         program.wait(PATIENCE)
         server.terminate()
         server.wait(PATIENCE)
+
+
+@pytest.fixture
+def live_page(browser: Browser, tmp_path: Path) -> Iterator[Tuple[Browser, Path]]:
+    with page_of(browser, tmp_path, "-m", "lpm.cli.sample_app", "--seconds", "60") as page:
+        yield page, tmp_path
 
 
 def test_the_page_follows_a_live_program_and_pauses_it(live_page: Tuple[Browser, Path]) -> None:
@@ -99,18 +108,9 @@ def test_the_same_page_shows_a_recording(browser: Browser, tmp_path: Path) -> No
 def test_the_deep_instrumentation_panels(browser: Browser, tmp_path: Path) -> None:
     """A program traced, with its asyncio tasks and allocations tracked: the
     page shows its traced functions, its tasks and its allocations."""
-    lpm_dir = tmp_path / "lpm"
-    lpm_dir.mkdir(mode=0o700)
-    server, _ = start_server(tmp_path, "--dir", str(lpm_dir), "--http", "127.0.0.1:0")
     native = native_available()
     options = ["--trace", "--asyncio"] + (["--alloc"] if native else [])
-    program = subprocess.Popen(
-        [sys.executable, "-m", "lpm", "run", *options, str(PROGRAMS / "deep_app.py"), "60"],
-        env=dict(os.environ, LPM_DIR=str(lpm_dir)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    try:
-        host, port = web_address(tmp_path)
-        browser.goto(f"http://{host}:{port}/")
+    with page_of(browser, tmp_path, *options, str(PROGRAMS / "deep_app.py"), "60"):
         browser.wait("!document.getElementById('traced-panel').hidden && [...document.querySelectorAll("
                      "'#traced tbody tr:not([hidden]) td:first-child')].some(td => td.textContent === 'parse')",
                      "parse() among the traced functions", timeout=PATIENCE)
@@ -122,9 +122,3 @@ def test_the_deep_instrumentation_panels(browser: Browser, tmp_path: Path) -> No
                          "'#allocs tbody tr:not([hidden])')].some(tr => tr.textContent.includes('MainThread'))",
                          "the main thread's allocations", timeout=PATIENCE)
         browser.screenshot(tmp_path / "deep.png")
-        assert browser.devtools.exceptions == [], browser.devtools.exceptions
-    finally:
-        program.terminate()
-        program.wait(PATIENCE)
-        server.terminate()
-        server.wait(PATIENCE)
