@@ -1239,10 +1239,7 @@
     for (let i = 0; i < n; i++) {
       const f = fns[i];
       setText(functionRows.cell(i, 0), str(f.name));
-      const where = f.file ? `${str(f.file)}:${str(f.line)}` : "";
-      const cell = functionRows.cell(i, 1);
-      setText(cell, shortPath(where));
-      cell.title = where;
+      setWhere(functionRows.cell(i, 1), f);
       setText(functionRows.cell(i, 2), fmtInt(num(f.own)));
       setText(functionRows.cell(i, 3), fmtInt(num(f.total)));
       setText(functionRows.cell(i, 4), fmtPercent(num(f.total) || 0, samples));
@@ -1265,10 +1262,7 @@
     for (let i = 0; i < n; i++) {
       const f = fns[i];
       setText(tracedRows.cell(i, 0), str(f.name));
-      const where = f.file ? `${str(f.file)}:${str(f.line)}` : "";
-      const cell = tracedRows.cell(i, 1);
-      setText(cell, shortPath(where));
-      cell.title = where;
+      setWhere(tracedRows.cell(i, 1), f);
       setText(tracedRows.cell(i, 2), fmtInt(num(f.calls)));
       setText(tracedRows.cell(i, 3), fmtNs(num(f.total_ns)));
       setText(tracedRows.cell(i, 4), fmtNs(num(f.own_ns)));
@@ -1320,6 +1314,13 @@
     const n = allocRows.set(rows.length);
     for (let i = 0; i < n; i++) for (let j = 0; j < 3; j++) setText(allocRows.cell(i, j), rows[i][j]);
     setText($("allocs-summary"), sites.length ? `(${fmtBytes(num(al.sampled_bytes))} sampled)` : "");
+  }
+
+  // A function's file:line, shortened, the whole of it on hover.
+  function setWhere(cell, f) {
+    const where = f.file ? `${str(f.file)}:${str(f.line)}` : "";
+    setText(cell, shortPath(where));
+    cell.title = where;
   }
 
   // The last two parts of a path: enough to tell files apart in a narrow cell.
