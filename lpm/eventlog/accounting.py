@@ -81,6 +81,12 @@ class Accounting:
             acct = self.threads[number] = ThreadAccount(number)
         return acct
 
+    @property
+    def block_thread(self) -> int | None:
+        """The thread whose block the events now come from (its PyBlockInfo
+        seen), or None."""
+        return self._block_thread
+
     def reset(self) -> None:
         """A new header: the writer restarted, sequence numbers go on."""
         self._block_thread = None

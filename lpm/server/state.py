@@ -169,7 +169,6 @@ class SourceState:
         #: for the whole run (its numbers never change meaning).
         self.calls = CallTree(self.limits.functions, self.limits.call_nodes, on_limit=self._limit)
         self._traced_names: Dict[int, FunctionKey] = {}
-        self._owner: Optional[int] = None  # the thread whose block the events are in
         #: Allocation tracking: each thread's latest totals, and sampled
         #: bytes by the function that allocated them (tracer's numbers).
         #: asyncio tracking: tasks open (number -> name, created, started),
@@ -243,7 +242,7 @@ class SourceState:
             tid = event[0]
             if tid == call_id or tid == return_id:
                 # Millions a second when tracing: read in place, counted as plain.
-                owner = self._owner
+                owner = self.accounting.block_thread
                 if owner is not None:
                     (code,) = _U32.unpack_from(raw, event[2])
                     if tid == call_id:
@@ -570,15 +569,13 @@ class SourceState:
 
     # -- traced calls ---------------------------------------------------------------
 
-    def _block(self, e: Event) -> None:
-        self._owner = e.thread if isinstance(e, ev.PyBlockInfo) else None
-
     def _call(self, e: Event) -> None:
-        if self._owner is not None:
+        owner = self.accounting.block_thread  # add() gave it the event first
+        if owner is not None:
             if isinstance(e, ev.PyCall):
-                self.calls.call(self._owner, e.code, e.ts)
+                self.calls.call(owner, e.code, e.ts)
             elif isinstance(e, ev.PyReturn):
-                self.calls.ret(self._owner, e.code, e.ts)
+                self.calls.ret(owner, e.code, e.ts)
 
     def _aio_task(self, e: Event) -> None:
         if isinstance(e, ev.PyTaskCreate):
@@ -817,8 +814,6 @@ _HANDLERS: Dict[type, Any] = {
     ev.PyCode: SourceState._code,
     ev.PySample: SourceState._sample,
     ev.PyDataLoss: SourceState._loss,
-    ev.PyBlockInfo: SourceState._block,
-    ev.EventBlock: SourceState._block,
     ev.PyCall: SourceState._call,
     ev.PyReturn: SourceState._call,
     ev.PyAllocStats: SourceState._alloc_stats,
