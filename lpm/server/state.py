@@ -177,7 +177,7 @@ class SourceState:
         self.aio_counts: Dict[str, int] = {"created": 0, "done": 0, "failed": 0, "cancelled": 0}
         self.aio_recent: Deque[Tuple[str, str, int, int]] = collections.deque(maxlen=self.limits.recent)
         self.aio_dropped = 0
-        self.alloc_totals: Dict[int, Tuple[int, int, int, int]] = {}
+        self.alloc_totals: Dict[int, Tuple[int, int, int, int, int]] = {}  # thread -> (ts, totals...)
         self.alloc_sites: Dict[int, int] = {}
         self.alloc_sampled = 0
         self.generation = 0
@@ -620,7 +620,11 @@ class SourceState:
     def _alloc_stats(self, e: Event) -> None:
         assert isinstance(e, ev.PyAllocStats)
         self.thread(e.thread, e.ts)
-        self.alloc_totals[e.thread] = (e.allocated, e.allocations, e.freed, e.frees)
+        # The monitor's periodic totals and a thread's last ones come in
+        # different blocks, in either order: the newest counts.
+        known = self.alloc_totals.get(e.thread)
+        if known is None or e.ts >= known[0]:
+            self.alloc_totals[e.thread] = (e.ts, e.allocated, e.allocations, e.freed, e.frees)
 
     def _alloc_sample(self, e: Event) -> None:
         assert isinstance(e, ev.PyAllocSample)
@@ -644,7 +648,7 @@ class SourceState:
         sites = sorted(merged.items(), key=lambda kv: kv[1], reverse=True)[:n]
         return {
             "threads": [{"thread": t, "allocated": a, "allocations": na, "freed": f, "frees": nf}
-                        for t, (a, na, f, nf) in sorted(self.alloc_totals.items())],
+                        for t, (_, a, na, f, nf) in sorted(self.alloc_totals.items())],
             "sampled_bytes": self.alloc_sampled,
             "sites": [{"name": name, "file": filename, "line": line, "bytes": size}
                       for (name, filename, line), size in sites],

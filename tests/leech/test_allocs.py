@@ -24,11 +24,16 @@ MB = 1_000_000
 
 
 def last_totals(stream: Stream) -> dict[str, ev.PyAllocStats]:
+    """Each thread's newest allocation totals, by thread name."""
     labels = {e.thread: e.label for e in stream.of_type(ev.ThreadLabel)}  # type: ignore[attr-defined]
     totals: dict[str, ev.PyAllocStats] = {}
     for e in stream.of_type(ev.PyAllocStats):
         assert isinstance(e, ev.PyAllocStats)
-        totals[labels.get(e.thread, str(e.thread))] = e
+        name = labels.get(e.thread, str(e.thread))
+        # The monitor's periodic totals and a thread's last ones come in
+        # different blocks, in either order: the newest counts.
+        if name not in totals or e.ts >= totals[name].ts:
+            totals[name] = e
     return totals
 
 

@@ -198,3 +198,18 @@ def test_asyncio_tasks_in_the_server_state(tmp_path: Path) -> None:
     ended = {e["id"]: e["args"]["status"] for e in trace if e.get("cat") == "asyncio" and e["ph"] == "e"}
     assert {begun[i]: ended[i] for i in begun if begun[i] in ("boom", "sleeper", "worker-0")} == {
         "boom": "failed", "sleeper": "cancelled", "worker-0": "done"}
+
+
+def test_the_newest_allocation_totals_win_whatever_their_order() -> None:
+    """A thread's last totals (its own block) may reach the server before the
+    monitor's older periodic ones (another block)."""
+    w = EventLogWriter()
+    last = ev.PyAllocStats(200, None, 3, 20_000_000, 2000, 100, 1)
+    older = ev.PyAllocStats(100, None, 3, 9_000_000, 900, 50, 1)
+    data = (w.header() + w.block(0, [ev.PyBlockInfo(0, None, 3, 0), last])
+            + w.block(1, [ev.PyBlockInfo(0, None, 1, 0), older]) + w.end())
+    source = Source(1, "app", "leech")
+    source.feed(data)
+    source.close()
+    [totals] = source.state.snapshot()["allocations"]["threads"]
+    assert (totals["thread"], totals["allocated"], totals["allocations"]) == (3, 20_000_000, 2000)
