@@ -33,6 +33,7 @@ from ..eventlog.reader import RawRun
 from ..leech.redact import redact_argv, redact_env
 from .calls import CallTree
 from .flame import Stacks
+from .history import History
 
 log = logging.getLogger("lpm.server")
 
@@ -162,6 +163,7 @@ class SourceState:
         self.spans_recent: Deque[Tuple[int, int, str]] = collections.deque(maxlen=self.limits.recent)
         self.samples = 0
         self.stacks = Stacks()  #: whole stacks, for flame graphs (not in snapshots: ask for them)
+        self.history = History()  #: figures over the run, for charts (not in snapshots: ask for them)
         self.functions: Dict[FunctionKey, FunctionStats] = {}
         self.functions_pruned = 0
         self._codes: Dict[int, FunctionKey] = {}
@@ -364,6 +366,7 @@ class SourceState:
     def _thread_cpu(self, e: Event) -> None:
         assert isinstance(e, ev.PyThreadCpu)
         self.thread(e.thread, e.ts).cpu_ns = e.cpu_ns
+        self.history.thread_cpu(e.ts, e.thread, e.cpu_ns)
 
     # -- GHC capabilities, capsets, tasks -------------------------------------
 
@@ -441,6 +444,7 @@ class SourceState:
             self.gc.last_pause_ns = pause
             self.gc.max_pause_ns = max(self.gc.max_pause_ns, pause)
             self.gc.total_pause_ns += pause
+            self.history.pause(e.ts, pause)
 
     def _py_gc(self, e: Event) -> None:
         assert isinstance(e, ev.PyGcCollection)
@@ -458,12 +462,16 @@ class SourceState:
             self.heap.update(
                 rss=e.rss, allocated_blocks=e.allocated_blocks, traced_current=e.traced_current, traced_peak=e.traced_peak
             )
+            self.history.heap_figures(e.ts, {"rss": e.rss, "allocated_blocks": e.allocated_blocks,
+                                             "traced_current": e.traced_current})
         elif isinstance(e, ev.HeapAllocated):
             self.heap["ghc_allocated"] = e.bytes
         elif isinstance(e, ev.HeapSize):
             self.heap["ghc_size"] = e.bytes
+            self.history.heap_figures(e.ts, {"ghc_size": e.bytes})
         elif isinstance(e, ev.HeapLive):
             self.heap["ghc_live"] = e.bytes
+            self.history.heap_figures(e.ts, {"ghc_live": e.bytes})
         elif isinstance(e, ev.HeapInfoGHC):  # the RTS's heap parameters (+RTS -A, -M ...)
             self.program["rts_heap"] = {
                 "generations": e.generations,
@@ -489,6 +497,7 @@ class SourceState:
         c["count"] += 1
         c["min"] = min(c["min"], e.value)
         c["max"] = max(c["max"], e.value)
+        self.history.counter(e.ts, e.name, e.value)
 
     def _marker(self, e: Event) -> None:
         assert isinstance(e, ev.UserMarker)
@@ -507,6 +516,9 @@ class SourceState:
             self.spans_closed += 1
             if begun is not None:
                 self.spans_recent.append((begun[0], e.ts, begun[1]))
+        else:
+            return
+        self.history.open_spans(e.ts, len(self.spans_open))
 
     # -- samples ----------------------------------------------------------------
 
@@ -668,6 +680,7 @@ class SourceState:
         assert isinstance(e, ev.PyDataLoss)
         self.lost_events += e.count
         self.lost_bytes += e.bytes
+        self.history.dropped(e.ts, self.lost_events)
 
     # -- output -------------------------------------------------------------------
 
@@ -698,6 +711,10 @@ class SourceState:
                 for a in sorted(accounts, key=lambda a: a.thread)
             ],
         }
+
+    def history_json(self) -> Dict[str, Any]:
+        """The figures over the run (:mod:`lpm.server.history`), threads named."""
+        return self.history.json({n: t.label for n, t in self.threads.items()})
 
     def _type_counts(self) -> Dict[str, int]:
         counts = dict(self.by_type)

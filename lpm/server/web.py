@@ -10,6 +10,9 @@ listeners: non-blocking sockets, one request per connection
 ``GET /api/state?source=N``           a source's snapshot (a ``STATE`` frame's JSON)
 ``GET /api/flame?source=N&seconds=S`` its samples as a flame tree, the last S
                                       seconds or (0) the whole run
+``GET /api/history?source=N``         its figures over the whole run, bounded
+                                      (:mod:`lpm.server.history`): what a page
+                                      opened late puts before its own points
 ``GET /api/calls?source=N&most=M``    its traced call tree (``lpm run --trace``), the M
                                       busiest paths, in the flame tree's shape
 ``GET /api/stream``                   server-sent events: ``update`` every
@@ -268,6 +271,8 @@ class WebListener:
         if path == "/api/flame":
             seconds = _integer(request, "seconds", 0, 0, 3600)
             return _json_response(200, self._source(request).state.stacks.tree(seconds))
+        if path == "/api/history":
+            return _json_response(200, self._source(request).state.history_json())
         if path == "/api/calls":
             most = _integer(request, "most", 2000, 1, 100_000)
             return _json_response(200, self._source(request).state.call_tree(most))

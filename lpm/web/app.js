@@ -77,6 +77,7 @@
   const view = {
     updates: 0,
     points: 0,
+    seeded: 0, // points the server's history added
     events: 0,
     spans: 0,
     flameNames: [],
@@ -288,6 +289,7 @@
     }
 
     reset() {
+      this.seeded = false; // the server's earlier points asked for (GET /api/history)
       this.t = null; // program seconds of the newest point
       this.n = 0; // points added
       this.times = new Ring();
@@ -387,6 +389,55 @@
         const r = rates.get(s.key);
         if (r !== undefined) s.ring.push(t, r);
       }
+    }
+
+    // The server's points from before this page's own first one (GET
+    // /api/history) go in front of them: a page opened late, or one on a
+    // recording the server read whole, shows the run from its start.
+    // Returns the points added.
+    seed(data) {
+      const d = obj(data);
+      const first = this.times.length ? this.times.x(0) : Infinity;
+      let added = 0;
+      let earliest = Infinity;
+      const before = (points) => {
+        const out = [];
+        for (const p of arr(points)) {
+          const t = num(arr(p)[0]);
+          const y = num(arr(p)[1]);
+          if (t !== null && y !== null && t / 1e9 < first) out.push([t / 1e9, y]);
+        }
+        return out;
+      };
+      const front = (ring, points) => {
+        if (!points.length) return ring;
+        const fresh = new Ring(ring.xs.length);
+        for (const [x, y] of points) fresh.push(x, y);
+        for (let i = 0; i < ring.length; i++) fresh.push(ring.x(i), ring.y(i));
+        added += points.length;
+        earliest = Math.min(earliest, points[0][0]);
+        return fresh;
+      };
+      const into = (set, key, label, points) => {
+        const pts = before(points);
+        if (!pts.length) return;
+        const s = set.get(key, label, this.n);
+        if (s) s.ring = front(s.ring, pts);
+      };
+      const heap = obj(d.heap);
+      for (const [key, label] of HEAP) into(this.heap, key, label, heap[key]);
+      this.gc = front(this.gc, before(d.gc));
+      for (const th of arr(d.threads)) {
+        const o = obj(th);
+        const id = num(o.id);
+        if (id !== null) into(this.threads, id, o.label ? `${id} ${str(o.label)}` : String(id), o.points);
+      }
+      const counters = obj(d.counters);
+      for (const name of Object.keys(counters)) into(this.counters, name, name, counters[name]);
+      this.spans = front(this.spans, before(d.spans));
+      into(this.loss, LOSS[0][0], LOSS[0][1], d.lost);
+      if (earliest < Infinity) this.times = front(this.times, [[earliest, 0]]);
+      return added;
     }
 
     domain() {
@@ -860,10 +911,30 @@
       if (body === null || typeof body !== "object") continue;
       bodies.set(id, body);
       const h = historyOf(id);
-      if (h) h.apply(obj(body.state));
+      if (h) {
+        h.apply(obj(body.state));
+        if (id === view.selected && h.seeded === false) seedHistory(id, h);
+      }
     }
     view.updates++;
     lastUpdateAt = now;
+    render();
+  }
+
+  // Once per history (again after a restart of its program): a failure is
+  // not retried, the page then shows what it gathers itself.
+  async function seedHistory(id, h) {
+    h.seeded = "asked";
+    let data;
+    try {
+      data = await getJson(`/api/history?source=${id}`);
+    } catch (err) {
+      h.seeded = "failed";
+      return;
+    }
+    if (histories.get(id) !== h || h.seeded !== "asked") return; // gone, or reset meanwhile
+    h.seeded = true;
+    view.seeded += h.seed(data);
     render();
   }
 

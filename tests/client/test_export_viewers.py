@@ -26,7 +26,7 @@ from lpm.eventlog import read_events
 from lpm.views import export
 
 from ..ghc import peers
-from ..web.browser import chromium
+from ..web.browser import chromium, keep
 
 SPEEDSCOPE = "speedscope@1.25.0"
 AJV = "ajv@8"
@@ -101,6 +101,7 @@ def test_speedscope_renders_the_profile_in_chromium(served: str, tmp_path: Path)
     shot = tmp_path / "speedscope.png"
     subprocess.run([browser, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000, "Chromium took no screenshot"
+    keep(shot)
     dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     (tmp_path / "speedscope.html").write_text(dom)
     # The first profile is the main thread's (1 of 3 threads): its functions

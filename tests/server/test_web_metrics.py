@@ -69,6 +69,12 @@ def test_api_state_flame_stream_and_pause(live: Any) -> None:
     names = json.dumps(flame)
     assert flame["name"] == "all" and "<module>" in names, "the program's own frames"
     assert sum(c["value"] for c in flame["children"]) <= flame["value"]
+    # The figures over the run so far, on the program's clock.
+    wait_for(lambda: len(_json(f"{base}/api/history?source={source['id']}")["heap"].get("rss", [])) >= 2,
+             "two heap figures in the history")
+    history = _json(f"{base}/api/history?source={source['id']}")
+    rss = history["heap"]["rss"]
+    assert rss[0][0] < rss[-1][0] <= history["time_ns"] and all(1 << 20 < v < 1 << 32 for _, v in rss)
     # The event stream: a first update at once, another a second later.
     with urllib.request.urlopen(base + "/api/stream", timeout=PATIENCE) as stream:
         assert stream.headers["Content-Type"] == "text/event-stream"

@@ -241,6 +241,21 @@ class Browser:
         clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
         shot = self.devtools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)
         path.write_bytes(base64.b64decode(shot["data"]))
+        keep(path)
+
+
+#: Where screenshots are kept after the run (pytest's own temporary
+#: directories go after three runs): ``$LPM_ARTIFACTS``, else ``artifacts/``
+#: in the checkout, as ``screenshots/<test's directory>-<name>``.
+ARTIFACTS = Path(os.environ.get("LPM_ARTIFACTS") or Path(__file__).resolve().parents[2] / "artifacts")
+
+
+def keep(path: Path) -> Path:
+    """A copy of the test's file ``path`` among the artifacts."""
+    kept = ARTIFACTS / "screenshots" / f"{path.parent.name}-{path.name}"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, kept)
+    return kept
 
 
 def chromium() -> str:

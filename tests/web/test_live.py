@@ -23,6 +23,11 @@ from .browser import DEADLINE, Browser, browser
 __all__ = ["browser"]  # the fixture
 
 
+HEAP_POINTS = "document.querySelector('#heap-chart path').getAttribute('d').split('L').length"
+THREAD_LINES = "Array.from(document.querySelectorAll('#threads-chart path')).filter(p => p.getAttribute('d')).length"
+MARKER_LINES = "document.querySelectorAll('#heap-chart .markers line[visibility=visible]').length"
+
+
 @contextlib.contextmanager
 def page_of(browser: Browser, tmp_path: Path, *run: str) -> Iterator[Browser]:
     """The page of a server watching ``lpm run RUN...``; no script errors in
@@ -62,6 +67,8 @@ def test_the_page_follows_a_live_program_and_pauses_it(live_page: Tuple[Browser,
     # Its "job" spans drawn on the counters chart's time axis.
     page.wait("window.lpmView.spans > 5 && document.querySelectorAll('#counters-chart .spans rect[visibility=visible]')"
               ".length > 5", "the program's spans on the time axis")
+    # Its markers drawn as lines on the charts' shared time axis.
+    page.wait(f"{MARKER_LINES} > 0", "the program's markers on the heap chart")
     page.screenshot(tmp_path / "live.png")
 
     page.click("#pause")
@@ -87,7 +94,8 @@ def test_the_same_page_shows_a_recording(browser: Browser, tmp_path: Path) -> No
     lpm_dir = tmp_path / "lpm"
     lpm_dir.mkdir(mode=0o700)
     recording = tmp_path / "stacks.eventlog"
-    recording.write_bytes(recorded("stacks.py", ["0.5"], lpm_dir, "auto", ["--sample-rate", "200"]))
+    recording.write_bytes(recorded("stacks.py", ["2"], lpm_dir, "auto",
+                                   ["--sample-rate", "200", "--heap-interval", "0.1"]))
     server, _ = start_server(tmp_path, "--no-discover", "--file", str(recording), "--http", "127.0.0.1:0")
     try:
         host, port = web_address(tmp_path)
@@ -97,6 +105,13 @@ def test_the_same_page_shows_a_recording(browser: Browser, tmp_path: Path) -> No
         browser.wait(f"['{qualified}', 'worker_outer', 'main_spin', 'sleeper'].every("
                      "n => window.lpmView.flameNames.includes(n))", "the recording's functions in the flame graph")
         assert browser.view()["events"] > 100
+        # The server read the file whole before the page opened: the charts
+        # come from its history of the run (/api/history), heap figures every
+        # 100 ms of its 2 s, and a CPU line per busy thread.
+        browser.wait("window.lpmView.seeded > 0", "the recording's history")
+        assert browser.view()["points"] >= 12
+        assert browser.eval(HEAP_POINTS) >= 12
+        assert browser.eval(THREAD_LINES) >= 2
         assert browser.eval("document.querySelector('#pause').disabled") is True, "an ended source cannot be paused"
         browser.screenshot(tmp_path / "recording.png")
         assert browser.devtools.exceptions == [], browser.devtools.exceptions
