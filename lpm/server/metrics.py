@@ -24,8 +24,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: (name, type, help) of every family, in the order they are written.
 FAMILIES: List[Tuple[str, str, str]] = [
     ("lpm_sources", "gauge", "Sources the server knows, live or ended."),
-    ("lpm_clients", "gauge", "Clients connected to the server, by transport."),
+    ("lpm_clients", "gauge", "Clients connected to the server, by transport (web: pages following the live stream)."),
     ("lpm_source_live", "gauge", "1 while the source's program is streaming, 0 once it ended."),
+    ("lpm_source_subscribers", "gauge", "TCP and UDP clients subscribed to the source's events."),
     ("lpm_events_received_total", "counter", "Events the server received from the source."),
     ("lpm_events_lost_total", "counter", "Events the source's program reported lost (dropped by its leech)."),
     ("lpm_events_unreported_total", "counter", "Events missing from the stream that no loss record accounts for."),
@@ -48,8 +49,12 @@ def render(hub: Hub, transports: Dict[str, int]) -> bytes:
     samples["lpm_sources"].append(_line("lpm_sources", {}, len(hub.sources)))
     for transport, n in sorted(transports.items()):
         samples["lpm_clients"].append(_line("lpm_clients", {"transport": transport}, n))
+    subscribers: Dict[int, int] = {}
+    for client in hub.clients.values():
+        for number in client.subs:
+            subscribers[number] = subscribers.get(number, 0) + 1
     for source in hub.sources.values():
-        _source(source, samples)
+        _source(source, subscribers.get(source.id, 0), samples)
     out: List[str] = []
     for name, kind, text in FAMILIES:
         out.append(f"# HELP {name} {text}")
@@ -58,7 +63,7 @@ def render(hub: Hub, transports: Dict[str, int]) -> bytes:
     return ("\n".join(out) + "\n").encode("utf-8")
 
 
-def _source(source: Source, samples: Dict[str, List[str]]) -> None:
+def _source(source: Source, subscribers: int, samples: Dict[str, List[str]]) -> None:
     state = source.state
     info = source.info()
     labels = {"source": str(source.id), "name": source.name, "pid": str(info.get("pid") or ""), "kind": source.kind}
@@ -70,6 +75,7 @@ def _source(source: Source, samples: Dict[str, List[str]]) -> None:
         samples[name].append(_line(name, {**labels, **extra}, value))
 
     add("lpm_source_live", 1 if source.live else 0)
+    add("lpm_source_subscribers", subscribers)
     add("lpm_events_received_total", state.events)
     loss = state.loss()
     add("lpm_events_lost_total", loss["reported_lost"] + loss["events_lost"])

@@ -365,7 +365,12 @@ class SourceState:
 
     def _thread_cpu(self, e: Event) -> None:
         assert isinstance(e, ev.PyThreadCpu)
-        self.thread(e.thread, e.ts).cpu_ns = e.cpu_ns
+        st = self.thread(e.thread, e.ts)
+        st.cpu_ns = e.cpu_ns
+        if st.status == "created" and self._newer(st, e.ts):
+            # A Python leech says when a thread starts and ends, not when it
+            # runs (the GIL decides that): one that reports CPU time is alive.
+            st.status = "alive"
         self.history.thread_cpu(e.ts, e.thread, e.cpu_ns)
 
     # -- GHC capabilities, capsets, tasks -------------------------------------

@@ -263,7 +263,8 @@ class WebListener:
     def _get(self, request: Request) -> bytes:
         path = request.path
         if path == "/metrics":
-            return response(200, metrics.render(self.hub, self.transports()), metrics.CONTENT_TYPE)
+            clients = dict(self.transports(), web=sum(1 for c in self.conns.values() if c.streaming))
+            return response(200, metrics.render(self.hub, clients), metrics.CONTENT_TYPE)
         if path == "/api/sources":
             return _json_response(200, [s.info() for s in self.hub.sources.values()])
         if path == "/api/state":

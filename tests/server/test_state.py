@@ -102,7 +102,7 @@ def test_thread_created_labelled_and_finished() -> None:
     assert main["cpu_ns"] == 123_456
     assert main["created_ns"] == 10
     assert main["last_ns"] == 50
-    assert main["status"] == "created"
+    assert main["status"] == "alive", "a Python thread that reported CPU time"
     assert worker["label"] == "worker-1 renamed ✓", "the latest label wins"
     assert worker["native_id"] == 4244
     assert worker["cpu_ns"] == 9_000, "CPU time is the latest figure, not a sum"

@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from ..ghc import peers
-from .wire import PATIENCE, free_port, make_certificate, python_program, start_server, wait_for, web_address
+from .wire import (PATIENCE, WireClient, free_port, make_certificate, python_program, start_server, wait_for,
+                   web_address)
 
 
 def _get(url: str, method: str = "GET") -> tuple[int, bytes]:
@@ -41,13 +42,13 @@ def _json(url: str, method: str = "GET") -> Any:
 def live(tmp_path: Path) -> Any:
     lpm_dir = tmp_path / "lpm"
     lpm_dir.mkdir(mode=0o700)
-    server, _ = start_server(tmp_path, "--dir", str(lpm_dir), "--http", "127.0.0.1:0")
+    server, address = start_server(tmp_path, "--dir", str(lpm_dir), "--http", "127.0.0.1:0")
     until = tmp_path / "stop"
-    program = python_program(tmp_path, lpm_dir, "steady.py", str(until))
+    program = python_program(tmp_path, lpm_dir, "steady.py", str(until), "collect")
     host, port = web_address(tmp_path)
     base = f"http://{host}:{port}"
     wait_for(lambda: bool(_json(base + "/api/sources")), "the program's source")
-    yield base, program, until
+    yield base, program, until, address
     until.touch()
     program.wait(PATIENCE)
     server.terminate()
@@ -55,7 +56,7 @@ def live(tmp_path: Path) -> Any:
 
 
 def test_api_state_flame_stream_and_pause(live: Any) -> None:
-    base, program, until = live
+    base, program, until, _ = live
     source = _json(base + "/api/sources")[0]
     assert source["pid"] == program.pid and source["kind"] == "leech"
     def main_thread() -> bool:
@@ -102,7 +103,7 @@ def test_api_state_flame_stream_and_pause(live: Any) -> None:
 
 
 def test_bad_requests_get_an_error_and_leave_the_server_serving(live: Any) -> None:
-    base, _, _ = live
+    base, _, _, _ = live
     host, port = base[len("http://"):].rsplit(":", 1)
     cases = [
         (b"GARBAGE\r\n\r\n", b"400"),
@@ -166,7 +167,11 @@ def _start_prometheus(binary: str, tmp_path: Path, target: str, job: str = "") -
 
 def test_a_real_prometheus_scrapes_metrics(live: Any, tmp_path: Path) -> None:
     binary = _prometheus()
-    base, program, _ = live
+    base, program, _, address = live
+    # One TCP client subscribed to the program, one page following the stream.
+    client = WireClient(address)
+    client.call("subscribe", sources="all")
+    page = urllib.request.urlopen(base + "/api/stream", timeout=PATIENCE)
     process, prom = _start_prometheus(binary, tmp_path, base[len("http://"):])
     try:
         def series(expr: str) -> Optional[Dict[str, Any]]:
@@ -190,9 +195,21 @@ def test_a_real_prometheus_scrapes_metrics(live: Any, tmp_path: Path) -> None:
         assert series("lpm_events_lost_total")["value"][1] == "0"  # type: ignore[index]
         wait_for(lambda: (s := series("increase(lpm_events_received_total[5s])")) is not None and float(s["value"][1]) > 0,
                  "events still arriving, as Prometheus sees them")
+        # Every 100 markers a full collection: counted by generation, with pauses.
+        wait_for(lambda: (s := series('lpm_gc_collections_total{generation="2"}')) is not None
+                 and float(s["value"][1]) >= 2, "full collections")
+        pause = series("lpm_gc_pause_seconds_total")
+        longest = series("lpm_gc_pause_seconds_max")
+        assert pause is not None and longest is not None
+        assert 0 < float(longest["value"][1]) <= float(pause["value"][1]) < 10
+        clients = {s["metric"]["transport"]: s["value"][1] for s in _query(prom, "lpm_clients")}
+        assert clients == {"tcp": "1", "udp": "0", "web": "1"}, clients
+        assert series("lpm_source_subscribers")["value"][1] == "1"  # type: ignore[index]
         targets = _json(prom + "/api/v1/targets")["data"]["activeTargets"]
         assert targets and targets[0]["lastError"] == "", f"scrape errors: {targets}"
     finally:
+        page.close()
+        client.close()
         process.terminate()
         process.wait(PATIENCE)
 
