@@ -237,7 +237,10 @@ def udp_goodput(seconds: float, loss: float, seed: int) -> Tuple[float, float, f
                     offered += items
                 pair.server.pump(now)
             time.sleep(0.0005)
-        time.sleep(3.0)  # the last gaps and sheds are reported after the reorder window and a MARK
+        # The last gaps and sheds are reported after the reorder window and a MARK.
+        settle = time.monotonic() + 30.0
+        while pair.received_items + pair.lost_items < offered and time.monotonic() < settle:
+            time.sleep(0.05)
         received, lost = pair.received_items, pair.lost_items
         shed = pair.connection.events_out.items_shed
         return offered / seconds, received / seconds, lost / max(1, received + lost), shed / max(1, lost)

@@ -35,7 +35,7 @@ import ssl
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .. import udp
+from ..udp import Config as UdpConfig  # not "udp": the submodule lpm.client.udp would take that name
 from ..errors import LpmError, ProtocolError
 from ..protocol import service
 from ..eventlog.events import Event
@@ -89,7 +89,7 @@ class Client:
         connect_timeout: float = 5.0,
         loop: Optional[asyncio.AbstractEventLoop] = None,
         transport: str = "tcp",
-        udp_config: Optional[udp.Config] = None,
+        udp_config: Optional[UdpConfig] = None,
         token: Optional[bytes] = None,
         tls: Optional[ssl.SSLContext] = None,
     ) -> None:
@@ -117,7 +117,7 @@ class Client:
         #: the server's certificate checked against the address's host.
         self.tls = tls
         if transport == "udp" and token is not None:
-            udp_config = dataclasses.replace(udp_config or udp.Config(), token=token)
+            udp_config = dataclasses.replace(udp_config or UdpConfig(), token=token)
         self.udp_config = udp_config
         #: Over UDP: events that arrived, and that the transport reported
         #: lost, in all connections (the server's count of events sent to

@@ -541,8 +541,11 @@ class EventsReceiver:
         self.counters = counters
         self.next_seq = 0
         self.resolved = 0  # items accounted for, delivered or lost
-        self.pending: Dict[int, Tuple[int, int]] = {}  # seq -> (cum, items), past a gap
+        #: seq -> (cum, items, arrival), past a gap, in arrival order: the
+        #: first one's arrival is when the first gap was known.
+        self.pending: Dict[int, Tuple[int, int, float]] = {}
         self.mark: Tuple[int, int] = (0, 0)
+        self.mark_at = 0.0  # arrival of the oldest MARK still beyond next_seq
         self.gap_since: Optional[float] = None
         self.items_received = 0
         self.items_lost = 0
@@ -561,7 +564,7 @@ class EventsReceiver:
         if seq in self.pending:
             self.duplicates += 1
             return False, 0
-        self.pending[seq] = (cum, items)
+        self.pending[seq] = (cum, items, now)
         self.items_received += items
         lost = self._advance()
         if len(self.pending) > K_MAX_EVENTS_PENDING:
@@ -572,6 +575,8 @@ class EventsReceiver:
     def on_mark(self, next_seq: int, cum: int, now: float) -> int:
         if (next_seq, cum) <= self.mark:
             return 0
+        if self.mark[0] <= self.next_seq:
+            self.mark_at = now
         self.mark = (next_seq, cum)
         lost = self._advance()
         self._track_gap(now)
@@ -581,18 +586,20 @@ class EventsReceiver:
         return None if self.gap_since is None else self.gap_since + reorder
 
     def on_timer(self, now: float, reorder: float) -> int:
-        if self.gap_since is None or now < self.gap_since + reorder:
-            return 0
-        lost = self._give_up()
-        self.gap_since = None
-        self._track_gap(now)
+        """Gives up every gap known for ``reorder`` seconds: each one at
+        once, not one per timer (at 30% loss the gaps queued up behind each
+        other, and the last loss was told half a minute late)."""
+        lost = 0
+        while self.gap_since is not None and now >= self.gap_since + reorder:
+            lost += self._give_up()
+            self._track_gap(now)
         return lost
 
     def _advance(self) -> int:
         lost = 0
         pending = self.pending
         while self.next_seq in pending:
-            cum, items = pending.pop(self.next_seq)
+            cum, items, _ = pending.pop(self.next_seq)
             first = cum - items
             if first > self.resolved:
                 lost += first - self.resolved
@@ -619,11 +626,14 @@ class EventsReceiver:
         return self._advance()
 
     def _track_gap(self, now: float) -> None:
-        if self.pending or self.mark[0] > self.next_seq:
-            if self.gap_since is None:
-                self.gap_since = now
-        else:
-            self.gap_since = None
+        """``gap_since``: when the first gap was known, by the oldest arrival
+        past it (a message or a MARK), None without a gap."""
+        since: Optional[float] = None
+        if self.pending:
+            since = next(iter(self.pending.values()))[2]
+        if self.mark[0] > self.next_seq and (since is None or self.mark_at < since):
+            since = self.mark_at
+        self.gap_since = since
 
 
 def _count(counters: Dict[str, int], key: str) -> None:

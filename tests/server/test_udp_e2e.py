@@ -75,6 +75,11 @@ def test_late_udp_client_through_a_lossy_relay_gets_the_snapshot_and_counts_add_
     assert snapshot.events > 0 and any(t.label == "MainThread" for t in snapshot.threads), "a full snapshot"
     assert snapshot.markers, "the snapshot holds the markers before the client joined"
     assert markers[0] > 0, "the client joined late"
+    # Whole: the server's whole state at the join, every marker before the
+    # first one live counted in it, the newest of them listed.
+    assert snapshot.program.get("pid") == program.pid and snapshot.program.get("args")
+    assert snapshot.by_type.get("UserMarker", 0) >= markers[0] - 100
+    assert int(snapshot.markers[-1][1].split()[1]) >= markers[0] - 100
     assert markers == sorted(markers) and len(set(markers)) == len(markers), "each marker once, in order"
     assert relay.dropped > 0 and relay.duplicated > 0 and relay.reordered > 0
     offered = counts["udp_items_sent"] + counts["udp_items_shed"] + counts["udp_items_reliable"]
@@ -92,10 +97,12 @@ def test_late_udp_client_through_a_lossy_relay_gets_the_snapshot_and_counts_add_
 def test_every_client_subcommand_works_over_udp(tmp_path: Path, checker: Callable[[Path], peers.Counts]) -> None:
     lpm_dir = tmp_path / "lpm"
     lpm_dir.mkdir(mode=0o700)
-    server, _, (host, port) = start_udp_server(tmp_path, "--dir", str(lpm_dir))
+    token = tmp_path / "token"
+    token.write_text("udp-cli-token\n")
+    server, _, (host, port) = start_udp_server(tmp_path, "--dir", str(lpm_dir), "--token-file", str(token))
     until = tmp_path / "stop"
     program = python_program(tmp_path, lpm_dir, "steady.py", str(until))
-    udp = ["--udp", f"{host}:{port}"]
+    udp = ["--udp", f"{host}:{port}", "--token-file", str(token)]
 
     def lpm_client(*args: str) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "lpm", "client", *udp, "--timeout", "20", *args]
@@ -109,9 +116,17 @@ def test_every_client_subcommand_works_over_udp(tmp_path: Path, checker: Callabl
         assert shown.returncode == 0 and shown.stdout.count("tick") >= 20, shown.stderr
         top = lpm_client("top", "--plain", "--rounds", "5", "--interval", "0.3")
         assert top.returncode == 0 and "MainThread" in top.stdout, top.stderr
-        for action in (("pause", "1"), ("resume", "1"), ("rate", "1", "50")):
+        for action in (("pause", "1"), ("resume", "1"), ("rate", "1", "50"), ("trace", "1", "on")):
             done = lpm_client(*action)
             assert done.returncode == 0, f"{action}: {done.stderr}"
+
+        def traced_sleeps() -> bool:
+            calls = lpm_client("calls", "1", "--json", "--most", "1000")
+            assert calls.returncode == 0, calls.stderr
+            return "time.sleep" in calls.stdout
+
+        wait_for(traced_sleeps, "the program's traced calls of time.sleep over UDP")
+        assert lpm_client("trace", "1", "off").returncode == 0
         recording = tmp_path / "rec.eventlog"
         record = subprocess.Popen([sys.executable, "-m", "lpm", "client", *udp, "record", str(recording),
                                    "--source", "1", "--until-gone"], stderr=subprocess.PIPE, text=True)

@@ -255,6 +255,22 @@ def test_events_receiver_accounts_gaps_sheds_and_the_tail() -> None:
     assert (r.items_received, r.items_lost) == (19, 21)
 
 
+def test_every_gap_past_the_reorder_delay_is_given_up_at_once() -> None:
+    """Heavy loss leaves many gaps: each is given up a reorder delay after the
+    first message past it arrived, all in one timer, not one per timer."""
+    r = EventsReceiver({})
+    for k in range(50):  # every other message lost: seqs 1, 3, ... missing
+        assert r.on_events(2 * k, 10 * (2 * k + 1), 10, 0.001 * k) == (True, 0)
+    assert r.deadline(0.05) == pytest.approx(0.001 + 0.05), "the first gap is known since seq 2 came"
+    # At 0.0755 the gaps before seqs 2..50 (arrived by 0.025) are all due; the
+    # later ones are not yet.
+    lost = r.on_timer(0.0755, 0.05)
+    assert lost == 10 * 25 and r.next_seq == 51
+    assert r.deadline(0.05) == pytest.approx(0.026 + 0.05)
+    assert r.on_timer(1.0, 0.05) == 10 * 24
+    assert (r.items_received, r.items_lost) == (500, 490) and r.deadline(0.05) is None
+
+
 def test_events_sender_sheds_and_still_counts() -> None:
     s = EventsSender(queue_limit=1000, max_delay=0.5)
     assert s.offer(b"a" * 600, 3, 0.0)

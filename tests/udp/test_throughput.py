@@ -16,7 +16,7 @@ import pytest
 from lpm.udp import Channel, Config, Connected, Message, ServerConnection
 from lpm.udp.core import Event
 
-from .link import TOKEN, LinkSpec, Pair
+from .link import CLIENT, SERVER, TOKEN, LinkSpec, Pair
 
 
 def transfer(data: bytes, loss: float, seed: int = 1, config: Optional[Config] = None) -> Tuple[float, bytes]:
@@ -74,3 +74,40 @@ def test_the_send_rate_limit_holds() -> None:
     fragments = -(-len(data) // 1116)  # 1200 - header, tag, frame head and room for an ACK
     wire = len(data) + fragments * (20 + 16 + 16)
     assert (wire - 16_000) / 200_000 <= took <= wire / 200_000 * 1.02
+
+
+def shed_under(loss: float, rtt_step: Optional[float] = None) -> Tuple[int, int, int]:
+    """Three events every 2 ms for 6 s; with ``rtt_step``, the one-way delay
+    goes from 2 ms to that at 2 s.  (events shed in the first 2 s, after, and
+    the throttle's lowest value of 32)."""
+    config = Config(token=TOKEN, initial_rtt=0.05)
+    pair = Pair(1, LinkSpec(loss=loss, delay=0.002), server_config=config, client_config=config)
+    conn = pair.connect()
+    lowest = [32]
+    shed_early = [0]
+
+    def burst(now: float) -> None:
+        if conn.is_established:
+            for _ in range(3):
+                conn.send_events(b"x" * 200, 1, now)
+        lowest[0] = min(lowest[0], conn.events_out.throttle.value)
+
+    start = pair.net.now
+    for k in range(3000):
+        pair.net.at(start + 0.002 * k, burst)
+    pair.net.at(start + 2.0, lambda now: shed_early.__setitem__(0, conn.events_out.items_shed))
+    if rtt_step is not None:
+        for src, dst in ((SERVER, CLIENT), (CLIENT, SERVER)):
+            pair.net.at(start + 2.0, lambda now, s=src, d=dst: setattr(pair.net.link(s, d), "delay", rtt_step))
+    pair.net.run(start + 6.5)
+    return shed_early[0], conn.events_out.items_shed - shed_early[0], lowest[0]
+
+
+def test_events_are_shed_when_loss_or_the_rtt_climbs() -> None:
+    """The events channel gives way to the reliable ones when the path is in
+    trouble (ENet's throttle; loss rate or queueing delay), and only then."""
+    assert shed_under(0.0) == (0, 0, 32), "a clean path sheds nothing"
+    early, late, lowest = shed_under(0.4)
+    assert early > 0 and late > 0 and lowest < 8, "40 % loss: most events shed"
+    early, late, lowest = shed_under(0.0, rtt_step=0.05)
+    assert early == 0 and late > 0 and lowest < 32, "nothing shed until the delay climbs 25 times"

@@ -7,12 +7,13 @@ bytes and the workload all follow from it.
 from __future__ import annotations
 
 import random
-from typing import Dict, List, Set
+from typing import Dict, List, Set, Tuple
 
 import pytest
 
 from lpm.udp import Channel, Config, Connected, EventsLost, Message, ServerConnection
 from lpm.udp.core import Event
+from lpm.udp.packet import PacketType, decode_header
 
 from .link import SERVER, TOKEN, LinkSpec, Pair, events_frames
 
@@ -87,11 +88,19 @@ def test_messages_once_in_order_and_event_loss_adds_up(seed: int, loss: float) -
     # What the network did to the events: seq -> items, and the seqs that got through.
     sent_items: Dict[int, int] = {}
     arrived: Set[int] = set()
+    sent_again: List[int] = []  # events sent a second time (never: they are best effort)
+    numbers: Dict[Tuple[object, int], List[int]] = {}  # (sender, session) -> packet numbers as sent
 
     def tap(what: str, src: object, dst: object, data: bytes, now: float) -> None:
+        if what == "sent":
+            header = decode_header(data)
+            if header.type == PacketType.DATA:
+                numbers.setdefault((src, header.session), []).append(header.number)
         if src != SERVER:
             return
         for f in events_frames(data):
+            if what == "sent" and f.seq in sent_items:
+                sent_again.append(f.seq)
             sent_items[f.seq] = f.items
             if what == "delivered":
                 arrived.add(f.seq)
@@ -131,6 +140,12 @@ def test_messages_once_in_order_and_event_loss_adds_up(seed: int, loss: float) -
     assert pair.net.stats["mtu_drops"] == 0
     if loss == 0:
         assert reported == shed
+    # Retransmissions go in new packets: numbers only grow, none used twice,
+    # each way; and no events frame is ever sent again.
+    assert len(numbers) == 2
+    for sender, sent in numbers.items():
+        assert all(a < b for a, b in zip(sent, sent[1:])), f"{sender}: a packet number reused or going back"
+    assert sent_again == []
     print(f"seed {seed} loss {loss:.0%}: t={pair.net.now:.2f}s shed={shed} link={dropped_by_link}")
 
 
