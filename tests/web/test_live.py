@@ -112,6 +112,10 @@ def test_the_same_page_shows_a_recording(browser: Browser, tmp_path: Path) -> No
         assert browser.view()["points"] >= 12
         assert browser.eval(HEAP_POINTS) >= 12
         assert browser.eval(THREAD_LINES) >= 2
+        collections = int(browser.eval("(document.getElementById('gc-summary').textContent.match(/^[0-9,]+/) "
+                                        "|| ['0'])[0].replace(/,/g, '')"))
+        if collections:  # each pause at its time
+            assert browser.eval("document.querySelector('#gc-chart path').getAttribute('d') || ''") != ""
         assert browser.eval("document.querySelector('#pause').disabled") is True, "an ended source cannot be paused"
         browser.screenshot(tmp_path / "recording.png")
         assert browser.devtools.exceptions == [], browser.devtools.exceptions
