@@ -97,8 +97,10 @@ def shed_under(loss: float, rtt_step: Optional[float] = None) -> Tuple[int, int,
         pair.net.at(start + 0.002 * k, burst)
     pair.net.at(start + 2.0, lambda now: shed_early.__setitem__(0, conn.events_out.items_shed))
     if rtt_step is not None:
-        for src, dst in ((SERVER, CLIENT), (CLIENT, SERVER)):
-            pair.net.at(start + 2.0, lambda now, s=src, d=dst: setattr(pair.net.link(s, d), "delay", rtt_step))
+        def slower(now: float) -> None:
+            pair.net.link(SERVER, CLIENT).delay = pair.net.link(CLIENT, SERVER).delay = rtt_step
+
+        pair.net.at(start + 2.0, slower)
     pair.net.run(start + 6.5)
     return shed_early[0], conn.events_out.items_shed - shed_early[0], lowest[0]
 
