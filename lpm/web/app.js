@@ -436,8 +436,9 @@
       for (const name of Object.keys(counters)) into(this.counters, name, name, counters[name]);
       this.spans = front(this.spans, before(d.spans));
       into(this.loss, LOSS[0][0], LOSS[0][1], d.lost);
-      if (earliest < Infinity) this.times = front(this.times, [[earliest, 0]]);
-      return added;
+      const seeded = added;
+      if (earliest < Infinity) this.times = front(this.times, [[earliest, 0]]); // the time axis starts there
+      return seeded;
     }
 
     domain() {
