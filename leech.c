@@ -2219,15 +2219,20 @@ static __attribute__((noinline, cold)) int tsc_copy(struct ctx *c, struct thread
  * (one load and a compare per event instead of the seqlock's five loads):
  * a refit that starts just after that load leaves this event on the old
  * line, which is where the new one starts. */
+static inline uint64_t tsc_read(const struct thread *st)
+{
+    uint64_t t = __rdtsc();
+    if ((int64_t)(t - st->tsc_base) < 0)
+        return st->tsc_ns;
+    return st->tsc_ns + (uint64_t)(((unsigned __int128)(t - st->tsc_base) * st->tsc_mult) >> 32);
+}
+
 static inline uint64_t trace_now(struct ctx *c, struct thread *st)
 {
     uint32_t seq = atomic_load_explicit(&c->tsc.seq, memory_order_acquire);
     if (__builtin_expect(seq + 1 != st->tsc_seq, 0) && !tsc_copy(c, st))
         return now(c);
-    uint64_t t = __rdtsc();
-    if ((int64_t)(t - st->tsc_base) < 0)
-        return st->tsc_ns;
-    return st->tsc_ns + (uint64_t)(((unsigned __int128)(t - st->tsc_base) * st->tsc_mult) >> 32);
+    return tsc_read(st);
 }
 #else
 static void tsc_start(struct ctx *c) { (void)c; }
@@ -2379,18 +2384,17 @@ static uint32_t cfunc_number(struct ctx *c, struct thread *st, PyObject *callabl
     return n;
 }
 
-/* put_owned() for a 14-byte event, its common case inline: written straight
- * into the buffer. */
-static inline void trace_put(struct ctx *c, struct thread *st, uint16_t id, uint64_t ts, uint32_t n)
+/* Whether a 14-byte event goes straight into the thread's buffer. */
+static inline int trace_room(const struct ctx *c, const struct thread *st)
+{
+    return st->buf >= 0 && !st->lost && st->used + HEAD + 4 <= c->size &&
+           !atomic_load_explicit(&c->paused, memory_order_relaxed);
+}
+
+/* The event written there, when trace_room() said so. */
+static inline void trace_write(const struct ctx *c, struct thread *st, uint16_t id, uint64_t ts, uint32_t n)
 {
     uint32_t start = st->used;
-    if (st->buf < 0 || st->lost || start + HEAD + 4 > c->size ||
-        atomic_load_explicit(&c->paused, memory_order_relaxed)) {
-        uint8_t head[HEAD + 4];
-        put32(put_head(head, id, ts), n);
-        put_owned(c, st, ts, head, sizeof head, NULL);
-        return;
-    }
     put32(put_head(c->mem + (size_t)st->buf * c->size + start, id, ts), n);
     st->seq++;
     st->used = start + HEAD + 4;
@@ -2398,6 +2402,18 @@ static inline void trace_put(struct ctx *c, struct thread *st, uint16_t id, uint
     atomic_store_explicit(&c->bufs[st->buf].committed,
                           st->used | (uint64_t)start << COMMIT_BITS | (uint64_t)st->events << (2 * COMMIT_BITS),
                           memory_order_release);
+}
+
+/* put_owned() for a 14-byte event, its common case inline. */
+static inline void trace_put(struct ctx *c, struct thread *st, uint16_t id, uint64_t ts, uint32_t n)
+{
+    if (trace_room(c, st)) {
+        trace_write(c, st, id, ts, n);
+        return;
+    }
+    uint8_t head[HEAD + 4];
+    put32(put_head(head, id, ts), n);
+    put_owned(c, st, ts, head, sizeof head, NULL);
 }
 
 /* The traced thread's state, or NULL to trace nothing here.  Unlike
@@ -2442,20 +2458,9 @@ static inline __attribute__((always_inline)) int trace_fast(const struct ctx *c,
     if (n == 0 || st == NULL || st->ident == c->tr.skip ||
         atomic_load_explicit(&c->tsc.seq, memory_order_acquire) + 1 != st->tsc_seq)
         return 0;
-    uint32_t start = st->used;
-    if (st->buf < 0 || st->lost || start + HEAD + 4 > c->size || atomic_load_explicit(&c->paused, memory_order_relaxed))
+    if (!trace_room(c, st))
         return 0;
-    uint64_t t = __rdtsc();
-    uint64_t ts = (int64_t)(t - st->tsc_base) < 0
-                      ? st->tsc_ns
-                      : st->tsc_ns + (uint64_t)(((unsigned __int128)(t - st->tsc_base) * st->tsc_mult) >> 32);
-    put32(put_head(c->mem + (size_t)st->buf * c->size + start, id, ts), n);
-    st->seq++;
-    st->used = start + HEAD + 4;
-    st->events++;
-    atomic_store_explicit(&c->bufs[st->buf].committed,
-                          st->used | (uint64_t)start << COMMIT_BITS | (uint64_t)st->events << (2 * COMMIT_BITS),
-                          memory_order_release);
+    trace_write(c, st, id, tsc_read(st), n);
     return 1;
 #else
     (void)c, (void)id, (void)n;
