@@ -2387,8 +2387,9 @@ static uint32_t cfunc_number(struct ctx *c, struct thread *st, PyObject *callabl
 /* Whether a 14-byte event goes straight into the thread's buffer. */
 static inline int trace_room(const struct ctx *c, const struct thread *st)
 {
-    return st->buf >= 0 && !st->lost && st->used + HEAD + 4 <= c->size &&
-           !atomic_load_explicit(&c->paused, memory_order_relaxed);
+    /* The atomic first: the compiler then keeps what it read of st for trace_write(). */
+    return !atomic_load_explicit(&c->paused, memory_order_relaxed) && st->buf >= 0 && !st->lost &&
+           st->used + HEAD + 4 <= c->size;
 }
 
 /* The event written there, when trace_room() said so. */
@@ -2455,8 +2456,10 @@ static inline __attribute__((always_inline)) int trace_fast(const struct ctx *c,
 {
 #if defined(__x86_64__)
     struct thread *st = registered(c);
-    if (n == 0 || st == NULL || st->ident == c->tr.skip ||
-        atomic_load_explicit(&c->tsc.seq, memory_order_acquire) + 1 != st->tsc_seq)
+    /* lpm's monitor thread, which is not traced, goes the whole way too: only
+     * a traced thread gets a copy of the clock line (trace_now after traced()),
+     * so its tsc_seq stays 0. */
+    if (n == 0 || st == NULL || atomic_load_explicit(&c->tsc.seq, memory_order_acquire) + 1 != st->tsc_seq)
         return 0;
     if (!trace_room(c, st))
         return 0;

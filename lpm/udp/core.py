@@ -522,6 +522,14 @@ class Connection:
         if self.state not in (State.HANDSHAKE, State.ESTABLISHED):
             raise RuntimeError(f"connection is {self.state.value}")
 
+    def _emit_events(self, lost: int) -> None:
+        """What the events channel settled: the items given up for lost, then
+        the messages now in order (the loss comes before them in seq)."""
+        if lost:
+            self._emit(EventsLost(lost))
+        for data, items in self.events_in.take():
+            self._emit(Message(Channel.EVENTS, data, items))
+
     def _emit(self, event: Event) -> None:
         self._events.append(event)
         if self._on_event is not None and len(self._events) == 1:
@@ -639,16 +647,11 @@ class Connection:
             self._on_ack(frame, now)
             return False
         if isinstance(frame, EventsFrame):
-            deliver, lost = self.events_in.on_events(frame.seq, frame.cum, frame.items, now)
-            if deliver:
-                self._emit(Message(Channel.EVENTS, frame.data, frame.items))
-            if lost:
-                self._emit(EventsLost(lost))
+            _, lost = self.events_in.on_events(frame.seq, frame.cum, frame.items, now, frame.data)
+            self._emit_events(lost)
             return True
         if isinstance(frame, Mark):
-            lost = self.events_in.on_mark(frame.next_seq, frame.cum, now)
-            if lost:
-                self._emit(EventsLost(lost))
+            self._emit_events(self.events_in.on_mark(frame.next_seq, frame.cum, now))
             return True
         if isinstance(frame, AckNow):
             self._ack_asap = True
@@ -713,9 +716,7 @@ class Connection:
                 self._probes = K_PROBES
                 self._stats["probes"] += 1
                 self._requeue_oldest()
-        lost_items = self.events_in.on_timer(now, self._reorder_delay())
-        if lost_items:
-            self._emit(EventsLost(lost_items))
+        self._emit_events(self.events_in.on_timer(now, self._reorder_delay()))
         for receiver in self._receivers:
             deadline = receiver.deadline()
             if deadline is not None and now >= deadline:

@@ -526,24 +526,31 @@ K_MAX_EVENTS_PENDING = 1024
 
 
 class EventsReceiver:
-    """The events channel's receiving side: delivers at once, accounts in order.
+    """The events channel's receiving side: delivers and accounts in order.
 
-    Messages are delivered as they arrive (best effort needs no order).  The
-    accounting walks ``seq`` in order: each message covers the items
+    The accounting walks ``seq`` in order: each message covers the items
     ``(cum - items, cum]``; items between the last accounted one and a
     message's first were lost (in the network, or shed by the sender).  A gap
     in ``seq`` may be reordering, so it is given up for lost only after
     ``reorder`` seconds (the caller's time threshold); a message that arrives
     after its gap was given up is not delivered, since it was reported lost.
+
+    Delivery follows the accounting (:meth:`take`): a message past a gap waits
+    until the gap fills or is given up.  A profile's events are in order
+    within each thread (a return after its call), and readers rely on it.
+    ENet's unreliable sequenced packets keep order by dropping late ones;
+    waiting the reorder delay first means reordering on the path costs
+    latency, not events.
     """
 
     def __init__(self, counters: Dict[str, int]) -> None:
         self.counters = counters
         self.next_seq = 0
         self.resolved = 0  # items accounted for, delivered or lost
-        #: seq -> (cum, items, arrival), past a gap, in arrival order: the
-        #: first one's arrival is when the first gap was known.
-        self.pending: Dict[int, Tuple[int, int, float]] = {}
+        #: seq -> (cum, items, arrival, data), past a gap, in arrival order:
+        #: the first one's arrival is when the first gap was known.
+        self.pending: Dict[int, Tuple[int, int, float, bytes]] = {}
+        self._ready: List[Tuple[bytes, int]] = []  # (data, items) to deliver, in seq order
         self.mark: Tuple[int, int] = (0, 0)
         self.mark_at = 0.0  # arrival of the oldest MARK still beyond next_seq
         self.gap_since: Optional[float] = None
@@ -553,8 +560,9 @@ class EventsReceiver:
         # The latest gaps given up, to tell a late message from a duplicate.
         self._given_up: Deque[Tuple[int, int]] = deque(maxlen=64)
 
-    def on_events(self, seq: int, cum: int, items: int, now: float) -> Tuple[bool, int]:
-        """Whether to deliver the message, and how many items are now known lost."""
+    def on_events(self, seq: int, cum: int, items: int, now: float, data: bytes = b"") -> Tuple[bool, int]:
+        """Whether the message is taken (delivered by :meth:`take` now or once
+        the gaps before it are settled), and how many items are now known lost."""
         if seq < self.next_seq:
             if any(lo <= seq < hi for lo, hi in self._given_up):
                 _count(self.counters, "events_late")
@@ -564,7 +572,7 @@ class EventsReceiver:
         if seq in self.pending:
             self.duplicates += 1
             return False, 0
-        self.pending[seq] = (cum, items, now)
+        self.pending[seq] = (cum, items, now, data)
         self.items_received += items
         lost = self._advance()
         if len(self.pending) > K_MAX_EVENTS_PENDING:
@@ -581,6 +589,12 @@ class EventsReceiver:
         lost = self._advance()
         self._track_gap(now)
         return lost
+
+    def take(self) -> List[Tuple[bytes, int]]:
+        """The messages now in order, as ``(data, items)``: call after each
+        :meth:`on_events`, :meth:`on_mark` and :meth:`on_timer`."""
+        ready, self._ready = self._ready, []
+        return ready
 
     def deadline(self, reorder: float) -> Optional[float]:
         return None if self.gap_since is None else self.gap_since + reorder
@@ -599,7 +613,8 @@ class EventsReceiver:
         lost = 0
         pending = self.pending
         while self.next_seq in pending:
-            cum, items, _ = pending.pop(self.next_seq)
+            cum, items, _, data = pending.pop(self.next_seq)
+            self._ready.append((data, items))
             first = cum - items
             if first > self.resolved:
                 lost += first - self.resolved

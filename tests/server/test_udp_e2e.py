@@ -57,6 +57,13 @@ def test_late_udp_client_through_a_lossy_relay_gets_the_snapshot_and_counts_add_
         client = Client(relay.address, transport="udp", subscribe={"sources": "all"}, on_state=states.append,
                         on_event=on_event, on_service=on_service, connect_timeout=PATIENCE).start()
         wait_for(lambda: bool(states) and len(markers) > 300, "the snapshot and live markers over UDP")
+        # The CLI through the same relay tells its user what was lost.
+        host, port = relay.address[:2]
+        shown = subprocess.run([sys.executable, "-m", "lpm", "client", "--udp", f"{host}:{port}", "--timeout", "20",
+                                "show", "--classes", "user", "--count", "1500"],
+                               capture_output=True, text=True, timeout=PATIENCE)
+        assert shown.returncode == 0, shown.stderr
+        assert "events lost on the way (UDP)" in shown.stderr, shown.stderr[-500:]
         until.touch()
         assert program.wait(PATIENCE) == 0
         assert gone.wait(PATIENCE), "the server said the source is gone"

@@ -255,6 +255,20 @@ def test_events_receiver_accounts_gaps_sheds_and_the_tail() -> None:
     assert (r.items_received, r.items_lost) == (19, 21)
 
 
+def test_events_are_delivered_in_order_after_their_gaps() -> None:
+    """A message past a gap waits for it: delivered when the gap fills, or
+    when it is given up; one after a given-up gap is never delivered."""
+    r = EventsReceiver({})
+    assert r.on_events(0, 1, 1, 0.0, b"a") == (True, 0) and r.take() == [(b"a", 1)]
+    assert r.on_events(2, 3, 1, 0.001, b"c") == (True, 0) and r.take() == [], "waits for seq 1"
+    assert r.on_events(3, 4, 1, 0.002, b"d") == (True, 0) and r.take() == []
+    assert r.on_events(1, 2, 1, 0.003, b"b") == (True, 0)
+    assert r.take() == [(b"b", 1), (b"c", 1), (b"d", 1)], "reordered, not lost: all of it, in order"
+    assert r.on_events(5, 6, 1, 0.004, b"f") == (True, 0) and r.take() == []
+    assert r.on_timer(0.004 + 0.05, 0.05) == 1 and r.take() == [(b"f", 1)], "seq 4 given up"
+    assert r.on_events(4, 5, 1, 0.06, b"e") == (False, 0) and r.take() == [], "too late: reported lost"
+
+
 def test_every_gap_past_the_reorder_delay_is_given_up_at_once() -> None:
     """Heavy loss leaves many gaps: each is given up a reorder delay after the
     first message past it arrived, all in one timer, not one per timer."""

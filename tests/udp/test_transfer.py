@@ -35,6 +35,7 @@ class Workload:
         self.to_server: Dict[Channel, List[bytes]] = {Channel.CONTROL: [], Channel.STATE: []}
         self.to_client: Dict[Channel, List[bytes]] = {Channel.CONTROL: [], Channel.STATE: []}
         self.items_offered = 0
+        self.events_sent: List[bytes] = []  # in the order offered
         self.server_conn: List[ServerConnection] = []
 
     def start(self) -> None:
@@ -68,7 +69,9 @@ class Workload:
         for _ in range(3):
             items = self.rng.randint(1, 10)
             self.items_offered += items
-            conn.send_events(payload(self.rng, "e", self.rng.randrange(50, 600)), items, now)
+            data = payload(self.rng, "e", self.rng.randrange(50, 600))
+            self.events_sent.append(data)
+            conn.send_events(data, items, now)
 
 
 def received(events: List[Event], channel: Channel) -> List[bytes]:
@@ -146,6 +149,11 @@ def test_messages_once_in_order_and_event_loss_adds_up(seed: int, loss: float) -
     for sender, sent in numbers.items():
         assert all(a < b for a, b in zip(sent, sent[1:])), f"{sender}: a packet number reused or going back"
     assert sent_again == []
+    # What arrives of the events arrives in the order sent (each once).
+    arrived_events = received(client_events, Channel.EVENTS)
+    order = {data: i for i, data in enumerate(work.events_sent)}
+    positions = [order[data] for data in arrived_events]
+    assert positions == sorted(set(positions)), "events out of order or twice"
     print(f"seed {seed} loss {loss:.0%}: t={pair.net.now:.2f}s shed={shed} link={dropped_by_link}")
 
 
