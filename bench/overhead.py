@@ -231,6 +231,7 @@ class Run:
     workload: str
     ok: bool
     hot: Optional[float] = None  # BENCH_ELAPSED, seconds
+    hot_cpu: Optional[float] = None  # BENCH_CPU: the main thread's CPU seconds in the hot section
     wall: float = 0.0  # whole child process, seconds
     cpu: float = 0.0  # user + sys of the child (and its waited-for children), seconds
     # ru_maxrss of the child from wait4.  Not the child's own peak: Linux keeps the
@@ -330,6 +331,7 @@ def read_steal() -> Tuple[int, int]:
 
 _FLOAT = re.compile(rb"^BENCH_ELAPSED ([0-9.eE+-]+)\s*$", re.M)
 _RSS = re.compile(rb"^BENCH_MAXRSS (\d+)\s*$", re.M)
+_CPU = re.compile(rb"^BENCH_CPU ([0-9.eE+-]+)\s*$", re.M)
 _PYSPY = re.compile(rb"Samples: (\d+) Errors: (\d+)")
 
 
@@ -416,6 +418,8 @@ def run_once(variant: Variant, workload: str, bench: BenchEnv, scale: float) -> 
             result.error += f"exit {code}, {'no BENCH_ELAPSED' if hot is None else 'BENCH_ELAPSED printed'}: {' | '.join(tail)}"
             return result
         result.hot = float(hot.group(1))
+        cpu = _CPU.search(stdout)
+        result.hot_cpu = float(cpu.group(1)) if cpu else None
         result.ok = True
         return result
     finally:
@@ -711,6 +715,19 @@ def summarize(
             row.append(med_range(ratios) + (f" [{failed} failed]" if failed else ""))
         rows.append(row)
     out.append("## Slowdown of the hot section: median ratio (min–max) over rounds, 1.00 = none\n")
+    out.append(table(["variant", *workloads], rows))
+
+    # The same for the CPU time of the program's main thread in it: its own
+    # work, without the time it waited for the GIL or a core.
+    rows = []
+    for v in variants:
+        row = [labels[v.name]]
+        for w in workloads:
+            ratios = [r for r in (p.ratio("hot_cpu") for p in cell(v.name, w)) if r is not None]
+            summary.setdefault("cpu_ratios", {}).setdefault(v.name, {})[w] = ratios
+            row.append(med_range(ratios) if ratios else "-")
+        rows.append(row)
+    out.append("\n## CPU time of the main thread in the hot section: median ratio (min–max) over rounds\n")
     out.append(table(["variant", *workloads], rows))
 
     for v in variants:

@@ -1,7 +1,9 @@
 """What every bench workload shares: its scale, its timing, its report.
 
 A workload calls :func:`run` with its hot function; this prints
-``BENCH_RESULT``, ``BENCH_ELAPSED <seconds>`` (the hot section only) and
+``BENCH_RESULT``, ``BENCH_ELAPSED <seconds>`` (the hot section only),
+``BENCH_CPU <seconds>`` (the CPU time the calling thread used in it: the
+program's own work, without the time it waited for the GIL or a core) and
 ``BENCH_MAXRSS <KiB>``, the lines bench/overhead.py reads.
 """
 
@@ -36,9 +38,10 @@ def peak_rss_kib() -> int:
 def run(work: Callable[[float], object]) -> None:
     """Time ``work(scale())`` and print the three BENCH_ lines."""
     factor = scale()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.thread_time()
     result = work(factor)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.thread_time() - cpu
     print(f"BENCH_RESULT {result}")
     print(f"BENCH_ELAPSED {elapsed:.6f}")
+    print(f"BENCH_CPU {cpu:.6f}")
     print(f"BENCH_MAXRSS {peak_rss_kib()}", flush=True)
