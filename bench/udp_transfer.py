@@ -6,7 +6,8 @@ server endpoint (:class:`lpm.udp.Server`) and a client endpoint
 (:class:`lpm.udp.ClientConnection`), each driven by a thread with its own
 socket, talking through a relay thread that drops datagrams at random
 (seeded) at the loss rate given, both ways.  The TCP reference sends the
-same bytes over a loopback TCP connection, where nothing is lost.
+same bytes over a loopback TCP connection, where nothing is lost: the
+snapshot as the STATE frame lpm's TCP clients get, read with their decoder.
 
 - Snapshot: a message of 1 MiB and of 10 MiB on the reliable STATE channel,
   from the server's ``send_message`` to the client's whole message; median
@@ -45,6 +46,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lpm import udp  # noqa: E402
+from lpm.protocol.frames import Frame, FrameDecoder, Kind, encode_frame  # noqa: E402
 
 Address = Tuple[str, int]
 MIB = 1 << 20
@@ -249,21 +251,27 @@ def udp_goodput(seconds: float, loss: float, seed: int) -> Tuple[float, float, f
 
 
 def tcp_snapshot(size: int) -> float:
+    """The same bytes as a STATE frame over loopback TCP, framed and read as
+    lpm's TCP clients read them (:mod:`lpm.protocol.frames`)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
-    payload = os.urandom(size)
+    frame = encode_frame(Frame(Kind.STATE, 1, os.urandom(size)))
     got = threading.Event()
     times: List[float] = []
 
     def receive() -> None:
         conn, _ = listener.accept()
-        left = size
-        while left > 0:
+        decoder = FrameDecoder()
+        while True:
             data = conn.recv(1 << 20)
             if not data:
                 break
-            left -= len(data)
+            decoder.feed(data)
+            arrived = decoder.next_frame()
+            if arrived is not None:
+                assert len(arrived.payload) == size
+                break
         times.append(time.monotonic())
         got.set()
         conn.close()
@@ -272,7 +280,7 @@ def tcp_snapshot(size: int) -> float:
     receiver.start()
     sender = socket.create_connection(listener.getsockname())
     start = time.monotonic()
-    sender.sendall(payload)
+    sender.sendall(frame)
     got.wait(60)
     sender.close()
     listener.close()
