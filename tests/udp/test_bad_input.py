@@ -246,3 +246,15 @@ def test_authenticated_lies_in_every_frame_hurt_only_the_liar() -> None:
         assert "internal_error" not in conn.counters
         assert conn.counters  # the lies were noticed
     scene.finish()
+
+
+def test_a_client_drops_packets_of_another_session() -> None:
+    """A packet for another session reaching a client (a stale or misrouted
+    one, or a forger's) is dropped and counted; the client carries on."""
+    scene = Scene(37)
+    victim_side = scene.server.connections[scene.victim.conn.session]
+    now = scene.pair.net.now
+    for _ in range(5):
+        scene.victim.conn.receive_datagram(forge(victim_side, b"\x01", session=scene.a.conn.session), now)
+    assert scene.victim.conn.counters.get("wrong_session") == 5
+    scene.finish()
