@@ -14,8 +14,7 @@ Every series has room for :data:`POINTS` points, the page's ring.  When one
 is full, neighbours merge in pairs and from then on each new point stands for
 twice as many events as before (a gauge keeps its later value, a pause its
 longer one), so the points stay spread evenly over the run however long it
-is, and the memory stays fixed: the same halving a JFR chunk's summary or a
-Prometheus downsampler does for a chart of a run of unknown length.
+is, and the memory stays fixed, as every table the server keeps is bounded.
 """
 
 from __future__ import annotations
@@ -106,9 +105,6 @@ class Series:
             out.append([self._held_t, self._held_y])
         return out
 
-    def __len__(self) -> int:
-        return len(self.ts) + (1 if self._held else 0)
-
 
 class History:
     """Figures over time for one source, fed by :class:`~lpm.server.state.SourceState`."""
@@ -196,8 +192,9 @@ class History:
         threads = []
         for number, series in sorted(self.threads.items()):
             rates: List[List[float]] = []
-            t0, c0 = series.points()[0]
-            for t1, c1 in series.points()[1:]:
+            points = series.points()
+            t0, c0 = points[0]
+            for t1, c1 in points[1:]:
                 if c1 < c0:  # a new thread under a reused number
                     t0, c0 = t1, c1
                 elif t1 - t0 >= RATE_NS:  # two figures close together would read as idle
