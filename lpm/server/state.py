@@ -171,14 +171,15 @@ class SourceState:
         #: for the whole run (its numbers never change meaning).
         self.calls = CallTree(self.limits.functions, self.limits.call_nodes, on_limit=self._limit)
         self._traced_names: Dict[int, FunctionKey] = {}
-        #: Allocation tracking: each thread's latest totals, and sampled
-        #: bytes by the function that allocated them (tracer's numbers).
-        #: asyncio tracking: tasks open (number -> name, created, started),
-        #: counts by fate, and the newest finished (name, status, created, end).
+        #: asyncio tracking: tasks open (number -> name, created, started,
+        #: coroutine, awaiting), counts by fate, and the newest finished
+        #: (name, status, created, end).
         self.aio_open: Dict[int, List[Any]] = {}
         self.aio_counts: Dict[str, int] = {"created": 0, "done": 0, "failed": 0, "cancelled": 0}
         self.aio_recent: Deque[Tuple[str, str, int, int]] = collections.deque(maxlen=self.limits.recent)
         self.aio_dropped = 0
+        #: Allocation tracking: each thread's latest totals, and sampled
+        #: bytes by the function that allocated them (tracer's numbers).
         self.alloc_totals: Dict[int, Tuple[int, int, int, int, int]] = {}  # thread -> (ts, totals...)
         self.alloc_sites: Dict[int, int] = {}
         self.alloc_sampled = 0
