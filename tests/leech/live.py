@@ -52,3 +52,18 @@ class LiveProgram:
         stream = self.stream()
         assert stream.complete
         return stream
+
+
+def on_in_phase_b(program: str, tmp: Path, implementation: str, mode: str) -> Stream:
+    """``program`` runs phases a, b and c (it waits for the files go-b and go-c
+    between them, and marks "a done" and "b done"); the control command
+    ``mode`` ("trace", "alloc") turns on after a and off after b.  The stream."""
+    go_b, go_c = tmp / "go-b", tmp / "go-c"
+    live = LiveProgram(program, [str(go_b), str(go_c)], tmp, implementation)
+    live.wait_marker("a done")
+    live.command(f"{mode} on", f"lpm.{mode}", "on")
+    go_b.touch()
+    live.wait_marker("b done")
+    live.command(f"{mode} off", f"lpm.{mode}", "off")
+    go_c.touch()
+    return live.finish()

@@ -17,7 +17,7 @@ from lpm.eventlog import events as ev
 
 from .conftest import native_available
 from .helpers import PATIENCE, Stream, decode, recorded
-from .live import LiveProgram
+from .live import on_in_phase_b
 
 needs_native = pytest.mark.skipif(not native_available(), reason="the native leech is not built")
 MB = 1_000_000
@@ -67,15 +67,7 @@ def test_known_allocations_per_thread(tmp_path: Path) -> None:
 
 @needs_native
 def test_tracking_switched_on_and_off_while_the_program_runs(tmp_path: Path) -> None:
-    go_b, go_c = tmp_path / "go-b", tmp_path / "go-c"
-    live = LiveProgram("alloc_phases.py", [str(go_b), str(go_c)], tmp_path, "native")
-    live.wait_marker("a done")
-    live.command("alloc on", "lpm.alloc", "on")
-    go_b.touch()
-    live.wait_marker("b done")
-    live.command("alloc off", "lpm.alloc", "off")
-    go_c.touch()
-    stream = live.finish()
+    stream = on_in_phase_b("alloc_phases.py", tmp_path, "native", "alloc")
     totals = last_totals(stream)["MainThread"]
     # Phase b allocated and freed 50 x 1 MB while tracking; a and c (80 MB each) were not seen.
     assert 50 * MB <= totals.allocated <= 55 * MB and 50 * MB <= totals.freed <= totals.allocated + MB

@@ -12,7 +12,7 @@ from lpm.eventlog import read_events
 from lpm.views.export import chrome_trace
 
 from .helpers import Stream, decode, recorded
-from .live import LiveProgram
+from .live import on_in_phase_b
 
 Step = tuple[str, str]  # ("call" or "return", function name)
 
@@ -65,15 +65,7 @@ def test_a_known_call_graph_is_traced_exactly_in_every_thread(tmp_path: Path, im
 
 
 def test_tracing_switched_on_and_off_while_the_program_runs(tmp_path: Path, implementation: str) -> None:
-    go_b, go_c = tmp_path / "go-b", tmp_path / "go-c"
-    live = LiveProgram("trace_toggle.py", [str(go_b), str(go_c)], tmp_path, implementation)
-    live.wait_marker("a done")
-    live.command("trace on", "lpm.trace", "on")
-    go_b.touch()
-    live.wait_marker("b done")
-    live.command("trace off", "lpm.trace", "off")
-    go_c.touch()
-    stream = live.finish()
+    stream = on_in_phase_b("trace_toggle.py", tmp_path, implementation, "trace")
     calls = [s for steps in threads_steps(stream).values() for s in steps if s[1].startswith("phase_")]
     assert calls == [("call", "phase_b"), ("return", "phase_b")] * 100
 
