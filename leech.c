@@ -2473,9 +2473,9 @@ static inline __attribute__((always_inline)) int trace_fast(const struct ctx *c,
 
 #if PY_VERSION_HEX < 0x030C0000
 #if PY_VERSION_HEX >= 0x030B0000
-#define FRAME_CODE(frame) ((PyObject *)(frame)->f_frame->f_code) /* borrowed: PyFrame_GetCode() is a call and a ref */
+#define PROFILE_CODE(frame) ((PyObject *)(frame)->f_frame->f_code) /* borrowed: PyFrame_GetCode() is a call and a ref */
 #else
-#define FRAME_CODE(frame) ((PyObject *)(frame)->f_code)
+#define PROFILE_CODE(frame) ((PyObject *)(frame)->f_code)
 #endif
 
 static __attribute__((noinline)) int trace_event(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg);
@@ -2484,7 +2484,7 @@ static int trace_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject
 {
     const struct ctx *c = CTX(obj);
     if (what == PyTrace_CALL || what == PyTrace_RETURN) {
-        if (trace_fast(c, what == PyTrace_CALL ? EV_CALL : EV_RETURN, known_code(c, FRAME_CODE(frame))))
+        if (trace_fast(c, what == PyTrace_CALL ? EV_CALL : EV_RETURN, known_code(c, PROFILE_CODE(frame))))
             return 0;
     }
     else if (what == PyTrace_C_CALL || what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION) {
@@ -2505,7 +2505,7 @@ static int trace_event(PyObject *obj, PyFrameObject *frame, int what, PyObject *
         return 0;
     uint64_t ts = trace_now(c, st);
     if (what == PyTrace_CALL || what == PyTrace_RETURN) {
-        trace_put(c, st, what == PyTrace_CALL ? EV_CALL : EV_RETURN, ts, traced_code(c, st, FRAME_CODE(frame), ts));
+        trace_put(c, st, what == PyTrace_CALL ? EV_CALL : EV_RETURN, ts, traced_code(c, st, PROFILE_CODE(frame), ts));
     }
     else if (what == PyTrace_C_CALL || what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION) {
         uint32_t n = cfunc_number(c, st, arg, ts);
