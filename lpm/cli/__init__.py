@@ -9,7 +9,6 @@ profiled program, and whatever it imports stays alive there.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
@@ -18,10 +17,18 @@ from ..errors import CommandError, LpmError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from types import ModuleType
     from typing import Sequence
 
 COMMANDS = ("run", "show", "server", "client", "demo")
+#: What parsing imports (argparse's help formatter asks shutil for the
+#: terminal's width; shutil brings the compressors) and nothing else uses:
+#: ``lpm run`` forgets these once it has its options, when the program had
+#: not imported them, so that they are not in the program's heap, each object
+#: walked by every full collection the program makes.  Modules with state a
+#: second copy would split (threading, re's caches, warnings) stay.
+PARSING_ONLY = ("argparse", "gettext", "locale", "_locale", "shutil", "fnmatch", "bz2", "_bz2", "lzma", "_lzma", "_compression")
 
 
 def command_module(name: str) -> ModuleType:
@@ -30,6 +37,8 @@ def command_module(name: str) -> ModuleType:
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``only``, subcommands other than ``only`` are left out."""
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="lpm",
         description="Live profile monitor for Python (and GHC) programs, speaking the GHC eventlog format.",
@@ -53,6 +62,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    before = set(sys.modules)
     words = list(sys.argv[1:] if argv is None else argv)
     chosen = next((word for word in words if not word.startswith("-")), None)
     program: list[str] | None = None
@@ -77,13 +87,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    command: str = args.command
+    options: object = args
+    if command == "run":
+        # The options as a plain namespace: argparse's Namespace would keep argparse alive.
+        from types import SimpleNamespace
+
+        options = SimpleNamespace(**vars(args))
+        del parser, args
+        forget_modules(before)
     try:
-        return int(command_module(args.command).run(args))
+        return int(command_module(command).run(options))
     except CommandError as err:
-        print(f"lpm {args.command}: {err}", file=sys.stderr)
+        print(f"lpm {command}: {err}", file=sys.stderr)
         return err.exit_code
     except LpmError as err:
-        print(f"lpm {args.command}: {err}", file=sys.stderr)
+        print(f"lpm {command}: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def forget_modules(before: set[str]) -> None:
+    """Drops the modules of :data:`PARSING_ONLY` imported since ``before``
+    was taken, and collects them (a module's functions and its namespace
+    refer to each other: only the cyclic GC frees them)."""
+    import gc
+
+    dropped = [name for name in PARSING_ONLY if name not in before and sys.modules.pop(name, None) is not None]
+    if dropped:
+        gc.collect()

@@ -12,13 +12,16 @@ backlog.
 
 from __future__ import annotations
 
-import argparse
 import os
-import runpy
 import sys
 
 from ..errors import CommandError
 from ..leech import config as leech_config
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from types import CodeType, ModuleType
 
 HELP = "run a Python script or module with the leech streaming its events"
 
@@ -93,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     program: list[str] = args.program
     module = target = None
+    script: tuple[CodeType, ModuleType] | None = None
     if program[:1] == ["-m"]:
         if len(program) < 2:
             raise CommandError("-m needs a module name", exit_code=2)
@@ -121,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.exists(target):
             raise CommandError(f"cannot run {target}: no such file", exit_code=2)
         argv = [target, *rest]
+        script = load_script(target)
     leech = lpm.start(**settings)
     if args.verbose:  # logging only when asked: it would stay in the program's memory
         import logging
@@ -130,11 +135,29 @@ def run(args: argparse.Namespace) -> int:
     code = 0
     try:
         if module is not None:
+            import runpy
+
             runpy.run_module(module, run_name="__main__", alter_sys=True)
         else:
             assert target is not None
             sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
-            runpy.run_path(target, run_name="__main__")
+            if script is None:
+                import runpy
+
+                runpy.run_path(target, run_name="__main__")
+            else:
+                # Run from here, not from a function of lpm's that starts after
+                # the leech: the pure tracer leaves out whatever lpm's code calls.
+                code_object, main = script
+                saved = sys.modules.get("__main__")
+                sys.modules["__main__"] = main
+                try:
+                    exec(code_object, main.__dict__)
+                finally:
+                    if saved is None:
+                        sys.modules.pop("__main__", None)
+                    else:
+                        sys.modules["__main__"] = saved
     except SystemExit as exit:
         code = _exit_code(exit.code)
     except KeyboardInterrupt:
@@ -147,6 +170,31 @@ def run(args: argparse.Namespace) -> int:
     finally:
         lpm.stop()
     return code
+
+
+def load_script(path: str) -> tuple[CodeType, ModuleType] | None:
+    """What ``runpy.run_path(path, run_name="__main__")`` makes of a source
+    file: its code, and the new ``__main__`` module (with ``__file__`` and
+    ``__package__`` as ``python path`` sets them) that it runs in and that
+    stands in ``sys.modules`` while it runs.
+
+    runpy imports pkgutil for it (and, from 3.12, typing behind pkgutil),
+    whose objects would stay in the program's heap, each walked by every
+    full collection the program makes.  For anything else ``python path``
+    runs (a directory or zip archive with ``__main__.py``, a compiled file:
+    all hold NUL bytes, or are directories) this gives None: runpy's work."""
+    import io  # loaded at start-up: io.open_code, as runpy reads code
+
+    if os.path.isdir(path):
+        return None
+    with io.open_code(os.path.abspath(path)) as f:
+        source = f.read()
+    if b"\0" in source:
+        return None
+    path = os.path.abspath(path)  # as python names a script it runs, from 3.9
+    main = type(sys)("__main__")  # types.ModuleType, without importing types
+    main.__dict__.update(__file__=path, __cached__=None, __loader__=None, __package__=None, __spec__=None)
+    return compile(source, path, "exec", dont_inherit=True), main  # not this module's __future__ flags
 
 
 def _exit_code(code: object) -> int:

@@ -20,6 +20,11 @@ if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/cat
 TRACE_MODES = ("off", "on", "floor")
 #: The budget when tracing and none is given (bytes).
 TRACE_BUDGET = 64 << 20
+#: The most bytes of text a message, marker, span or counter name carries;
+#: longer text is cut at a character boundary (by either leech).
+MAX_TEXT = 4096
+#: Reconnection backoff: first delay, factor, last delay (seconds).
+BACKOFF = (0.010, 1.5, 0.5)
 
 #: Every setting, in the order __init__ takes them.
 FIELDS = (

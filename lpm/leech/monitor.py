@@ -47,8 +47,11 @@ import _tracemalloc  # the builtin half of tracemalloc: no import cost
 from . import procinfo, wire
 from ..errors import LeechError
 from .config import TRACE_MODES
-from .tasks import TaskWatch
 from .sink import Sink
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
+    from .tasks import TaskWatch
 
 #: Deepest stack a sample records; deeper stacks keep their innermost frames.
 MAX_DEPTH = 512
@@ -83,7 +86,9 @@ class Monitor:
         self.background = False  # the sink samples on a thread of its own (see _run)
         self.tracing = "off"  # call tracing: see LeechConfig.trace
         self.allocs = False  # allocation tracking: see LeechConfig.alloc
-        self.tasks = TaskWatch(sink)  # asyncio tracking: see LeechConfig.asyncio
+        # asyncio tracking (LeechConfig.asyncio), made when first turned on:
+        # tasks.py and weakref would be objects in every program's heap.
+        self.tasks: TaskWatch | None = None
         self._resend = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -136,12 +141,16 @@ class Monitor:
                 self.trace("off")  # before the sink goes: the hooks point into it
             if self.allocs:
                 self.alloc(False)  # with the last totals
-            if self.tasks.on:
+            if self.tasks is not None and self.tasks.on:
                 self.track_tasks(False)
             sink.background_stop()
 
     def track_tasks(self, on: bool) -> None:
         """asyncio tracking on or off."""
+        if self.tasks is None:
+            from .tasks import TaskWatch
+
+            self.tasks = TaskWatch(self.sink)
         self.tasks.set(on)
         self.sink.emit_event(wire.PY_SETTING, "lpm.asyncio", "on" if on else "off")
 
@@ -368,7 +377,7 @@ class Monitor:
         sink.emit_event(wire.PY_HEAP, procinfo.rss_bytes(), sys.getallocatedblocks(), current, peak)
         if self.allocs:
             sink.alloc_stats()
-        if self.tasks.on:
+        if self.tasks is not None and self.tasks.on:
             self.tasks.awaiting()
         natives = {t.ident: t.native_id or 0 for t in threading.enumerate() if t.ident is not None}
         for ident, (number, _name) in list(self._known.items()):

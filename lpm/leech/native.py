@@ -27,8 +27,7 @@ import os
 
 from .. import _native
 from ..errors import LeechError
-from .config import TRACE_MODES as _TRACE_MODES, LeechConfig
-from .pure import BACKOFF, MAX_TEXT
+from .config import BACKOFF, MAX_TEXT, TRACE_MODES as _TRACE_MODES, LeechConfig
 from .sink import Sink
 
 TYPE_CHECKING = False

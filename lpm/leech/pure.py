@@ -67,7 +67,7 @@ import time
 
 from ..eventlog import format as fmt
 from . import wire
-from .config import LeechConfig
+from .config import BACKOFF, MAX_TEXT, LeechConfig
 from .sink import Sink
 from .tracing import CallTracer
 
@@ -92,11 +92,6 @@ _THREAD = struct.Struct(">HQI")
 _THREAD_ID = struct.Struct(">I")
 _THREAD_INFO = struct.Struct(">HQIQ")
 
-#: The most bytes of text a message, marker, span or counter name carries;
-#: longer text is cut at a character boundary.
-MAX_TEXT = 4096
-#: Reconnection backoff: first delay, factor, last delay (seconds).
-BACKOFF = (0.010, 1.5, 0.5)
 BLOCK_OVERHEAD = _MARKER_EVENT.size + _BLOCK_INFO.size
 
 

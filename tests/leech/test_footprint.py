@@ -1,0 +1,59 @@
+"""What ``lpm run`` leaves in the program's heap.
+
+Every object the leech keeps alive is walked by each full collection the
+program makes, so lpm's footprint is part of its cost on an
+allocation-heavy program (bench/overhead.py's gc workload).  Counted, not
+timed: GC-tracked objects and loaded modules, against the same program run
+plainly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .helpers import PATIENCE, PROGRAMS
+
+#: lpm's own objects, by version: 1,000 (3.11) to 2,040 (3.13) at the time of
+#: writing.  typing alone would add ~900, dataclasses or logging more.
+MOST_OBJECTS = 2500
+#: Modules the command line needs only to parse its options, and modules a
+#: plain ``python script.py`` does not load that runpy.run_path would.
+NOT_LEFT = {"argparse", "gettext", "locale", "shutil", "bz2", "lzma", "pkgutil", "typing", "logging", "dataclasses"}
+
+
+def census(lpm_dir: Path, *lpm: str) -> dict[str, object]:
+    env = dict(os.environ, LPM_DIR=str(lpm_dir))
+    done = subprocess.run([sys.executable, *lpm, str(PROGRAMS / "heap_census.py")], env=env, capture_output=True,
+                          text=True, timeout=PATIENCE)
+    assert done.returncode == 0, done.stderr
+    found: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    return found
+
+
+def test_lpm_run_adds_few_objects_and_no_parsing_modules(implementation: str, tmp_path: Path) -> None:
+    plain = census(tmp_path)
+    leeched = census(tmp_path, "-m", "lpm", "run", "--implementation", implementation)
+    assert isinstance(plain["objects"], int) and isinstance(leeched["objects"], int)
+    added = leeched["objects"] - plain["objects"]
+    assert 0 < added <= MOST_OBJECTS, f"lpm run added {added} GC-tracked objects to the program's heap"
+    assert isinstance(plain["modules"], list) and isinstance(leeched["modules"], list)
+    left = (set(leeched["modules"]) - set(plain["modules"])) & NOT_LEFT
+    assert not left, f"lpm run left {sorted(left)} loaded in the program"
+
+
+def test_lpm_run_runs_a_script_as_python_does(implementation: str, tmp_path: Path) -> None:
+    """lpm runs a source file itself (without runpy, for the footprint
+    above): what the script sees must be what ``python script.py`` gives."""
+    script = str(PROGRAMS / "script_facts.py")
+    env = dict(os.environ, LPM_DIR=str(tmp_path))
+    plain = subprocess.run([sys.executable, script, "7", "x"], env=env, capture_output=True, text=True,
+                           timeout=PATIENCE)
+    leeched = subprocess.run([sys.executable, "-m", "lpm", "run", "--implementation", implementation, script, "7", "x"],
+                             env=env, capture_output=True, text=True, timeout=PATIENCE)
+    assert (plain.returncode, leeched.returncode) == (7, 7), leeched.stderr
+    facts = json.loads(plain.stdout)
+    assert facts["annotations_evaluated"] and facts["main_is_here"] and facts["pickles"] and facts["path0"]
+    assert json.loads(leeched.stdout) == facts
