@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     program: list[str] = args.program
     module = target = None
-    script: tuple[CodeType, ModuleType] | None = None
+    script: tuple[bytes, ModuleType] | None = None
     if program[:1] == ["-m"]:
         if len(program) < 2:
             raise CommandError("-m needs a module name", exit_code=2)
@@ -148,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 # Run from here, not from a function of lpm's that starts after
                 # the leech: the pure tracer leaves out whatever lpm's code calls.
-                code_object, main = script
+                source, main = script
+                code_object = compile_script(source, str(main.__file__))
                 saved = sys.modules.get("__main__")
                 sys.modules["__main__"] = main
                 try:
@@ -172,9 +173,9 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def load_script(path: str) -> tuple[CodeType, ModuleType] | None:
+def load_script(path: str) -> tuple[bytes, ModuleType] | None:
     """What ``runpy.run_path(path, run_name="__main__")`` makes of a source
-    file: its code, and the new ``__main__`` module (with ``__file__`` and
+    file: its source (for :func:`compile_script`), and the new ``__main__`` module (with ``__file__`` and
     ``__package__`` as ``python path`` sets them) that it runs in and that
     stands in ``sys.modules`` while it runs.
 
@@ -194,7 +195,24 @@ def load_script(path: str) -> tuple[CodeType, ModuleType] | None:
     path = os.path.abspath(path)  # as python names a script it runs, from 3.9
     main = type(sys)("__main__")  # types.ModuleType, without importing types
     main.__dict__.update(__file__=path, __cached__=None, __loader__=None, __package__=None, __spec__=None)
-    return compile(source, path, "exec", dont_inherit=True), main  # not this module's __future__ flags
+    return source, main
+
+
+def compile_script(source: bytes, path: str) -> CodeType:
+    """``compile(source, path, "exec")``, without this module's __future__
+    flags.  From 3.12 the builtin compile() sets up the ast module's classes
+    (585 objects on 3.12, 969 on 3.13) that would then stay in the program's
+    heap; the C API's compile does not, so it is called through ctypes when
+    the native leech has loaded ctypes already."""
+    ctypes = sys.modules.get("ctypes")
+    if ctypes is None or sys.version_info < (3, 12):
+        return compile(source, path, "exec", dont_inherit=True)
+    file_input = 257  # Py_file_input
+    prototype = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p,
+                                  ctypes.c_int)
+    compile_string = prototype(("Py_CompileStringExFlags", ctypes.pythonapi))
+    code: CodeType = compile_string(source, os.fsencode(path), file_input, None, -1)
+    return code
 
 
 def _exit_code(code: object) -> int:
