@@ -28,7 +28,9 @@ COMMANDS = ("run", "show", "server", "client", "demo")
 #: not imported them, so that they are not in the program's heap, each object
 #: walked by every full collection the program makes.  Modules with state a
 #: second copy would split (threading, re's caches, warnings) stay.
-PARSING_ONLY = ("argparse", "gettext", "locale", "_locale", "shutil", "fnmatch", "bz2", "_bz2", "lzma", "_lzma", "_compression")
+PARSING_ONLY = (
+    "argparse", "gettext", "locale", "_locale", "shutil", "fnmatch", "bz2", "_bz2", "lzma", "_lzma", "_compression",
+)
 
 
 def command_module(name: str) -> ModuleType:

@@ -22,16 +22,26 @@ THREAD_FINISHED = 5
 
 
 class Kind:
-    """One event type: id, compiled layout, variable-size or not."""
+    """One event type: id, compiled layout, variable-size or not.
 
-    __slots__ = ("ID", "LAYOUT", "VARIABLE", "NAME")
+    The layout is compiled when first used: most kinds are never encoded in
+    Python by the native leech, and a compiled layout is half a dozen objects
+    (structs, steps) that would stay in the program's heap."""
+
+    __slots__ = ("ID", "VARIABLE", "NAME", "_layout")
 
     def __init__(self, name: str) -> None:
         type_id, _, layout, _ = catalog.BY_NAME[name]
         self.ID = type_id
-        self.LAYOUT = Layout(layout)
         self.VARIABLE = catalog.declared_size(layout) == _VARIABLE_SIZE
         self.NAME = name
+        self._layout: Layout | None = None
+
+    @property
+    def LAYOUT(self) -> Layout:  # noqa: N802 - named as on the decoded event classes
+        if self._layout is None:
+            self._layout = Layout(catalog.BY_NAME[self.NAME][2])
+        return self._layout
 
     def encode(self, *values: Value) -> bytes:
         return self.LAYOUT.encode(values)

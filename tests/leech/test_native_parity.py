@@ -43,7 +43,8 @@ from lpm.eventlog.accounting import Accounting
 from lpm.leech.config import LeechConfig
 from lpm.leech.native import NativeSink
 from lpm.leech.paths import open_reader
-from lpm.leech.pure import MAX_TEXT, PureSink, clip_text
+from lpm.leech.config import MAX_TEXT
+from lpm.leech.pure import PureSink, clip_text
 from lpm.leech.sink import Sink
 
 from ..unit.gen import random_event
