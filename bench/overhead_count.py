@@ -151,17 +151,18 @@ def native_hot_seconds(workload: str, scale: float, python: str, scratch: str, r
     return statistics.median(times)
 
 
-def leech_threads(counted: Counted) -> List[int]:
-    """The leech's threads: its pthreads (found by name), and the monitor,
-    started before the program's code runs, after the writer: 2 or 3."""
-    monitor = [n for n in (2, 3) if n in counted.threads and n not in counted.nogil_threads][:1]
-    return [*counted.nogil_threads, *monitor]
+def leech_threads(counted: Counted, variant: str) -> List[int]:
+    """The leech's threads, all started before the program's code runs: the
+    native leech's pthreads (found by name) and its monitor (2 or 3, after
+    the writer); the Python leech's writer and monitor (2 and 3)."""
+    python_threads = [n for n in (2, 3) if n in counted.threads and n not in counted.nogil_threads]
+    return [*counted.nogil_threads, *(python_threads if variant == "python" else python_threads[:1])]
 
 
 def measure(workload: str, variant: str, scale: float, python: str, scratch: str) -> Row:
     small = callgrind(variant, workload, scale, python, scratch)
     big = callgrind(variant, workload, 2 * scale, python, scratch)
-    own = set(leech_threads(big)) if variant != "plain" else set()
+    own = set(leech_threads(big, variant)) if variant != "plain" else set()
 
     def program(c: Counted) -> int:
         return sum(n for t, n in c.threads.items() if t not in own)
