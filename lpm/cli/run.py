@@ -200,12 +200,12 @@ def load_script(path: str) -> tuple[bytes, ModuleType] | None:
 
 def compile_script(source: bytes, path: str) -> CodeType:
     """``compile(source, path, "exec")``, without this module's __future__
-    flags.  From 3.12 the builtin compile() sets up the ast module's classes
-    (585 objects on 3.12, 969 on 3.13) that would then stay in the program's
+    flags.  The builtin compile() sets up the ast module's classes (510
+    objects on 3.9 to 950 on 3.13) that would then stay in the program's
     heap; the C API's compile does not, so it is called through ctypes when
     the native leech has loaded ctypes already."""
     ctypes = sys.modules.get("ctypes")
-    if ctypes is None or sys.version_info < (3, 12):
+    if ctypes is None:
         return compile(source, path, "exec", dont_inherit=True)
     file_input = 257  # Py_file_input
     prototype = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p,

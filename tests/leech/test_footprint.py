@@ -16,12 +16,13 @@ from pathlib import Path
 
 from .helpers import PATIENCE, PROGRAMS
 
-#: lpm's own objects with the native leech: about 1,000 on 3.11 to 1,070 on
-#: 3.13 at the time of writing, where lpm's .pyc files are up to date; from
-#: 3.12, compiling lpm's sources (no .pyc yet, or PYTHONDONTWRITEBYTECODE)
-#: sets up the ast module's classes, 585-969 objects more.  The pure leech
-#: compiles the script with compile(), which does the same.  typing alone
-#: would add ~900, dataclasses or logging more.
+#: lpm's own objects with the native leech: about 930 on 3.9 to 3.13 at the
+#: time of writing, where lpm's .pyc files are up to date.  Compiling lpm's
+#: sources (no .pyc yet, or PYTHONDONTWRITEBYTECODE) runs the builtin
+#: compile(), which sets up the ast module's classes: 510 objects more on 3.9,
+#: 950 on 3.13.  The pure leech compiles the script with compile() too (it
+#: has no ctypes to reach the C API): 1,630 on 3.9 to 2,090 on 3.13.  typing
+#: alone would add ~900, dataclasses or logging more.
 MOST_OBJECTS = 2500
 #: Modules the command line needs only to parse its options, and modules a
 #: plain ``python script.py`` does not load that runpy.run_path would.
