@@ -62,3 +62,18 @@ def test_lpm_run_runs_a_script_as_python_does(implementation: str, tmp_path: Pat
     facts = json.loads(plain.stdout)
     assert facts["annotations_evaluated"] and facts["main_is_here"] and facts["pickles"] and facts["path0"]
     assert json.loads(leeched.stdout) == facts
+
+
+def test_lpm_run_reports_a_syntax_error_as_python_does(implementation: str, tmp_path: Path) -> None:
+    """The script is compiled by lpm (through the C API with the native
+    leech): a syntax error is still reported with the file and line."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("x = 1\ny = (\n")
+    env = dict(os.environ, LPM_DIR=str(tmp_path))
+    plain = subprocess.run([sys.executable, str(bad)], env=env, capture_output=True, text=True, timeout=PATIENCE)
+    leeched = subprocess.run([sys.executable, "-m", "lpm", "run", "--implementation", implementation, str(bad)],
+                             env=env, capture_output=True, text=True, timeout=PATIENCE)
+    assert plain.returncode == leeched.returncode == 1
+    last = plain.stderr.strip().splitlines()[-1]
+    assert last.startswith("SyntaxError") and leeched.stderr.strip().splitlines()[-1] == last
+    assert f'File "{bad}", line 2' in leeched.stderr
