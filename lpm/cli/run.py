@@ -175,9 +175,9 @@ def run(args: argparse.Namespace) -> int:
 
 def load_script(path: str) -> tuple[bytes, ModuleType] | None:
     """What ``runpy.run_path(path, run_name="__main__")`` makes of a source
-    file: its source (for :func:`compile_script`), and the new ``__main__`` module (with ``__file__`` and
-    ``__package__`` as ``python path`` sets them) that it runs in and that
-    stands in ``sys.modules`` while it runs.
+    file: its source (for :func:`compile_script`), and the new ``__main__``
+    module (with ``__file__`` and ``__package__`` as ``python path`` sets
+    them) that it runs in and that stands in ``sys.modules`` while it runs.
 
     runpy imports pkgutil for it (and, from 3.12, typing behind pkgutil),
     whose objects would stay in the program's heap, each walked by every
