@@ -2321,17 +2321,20 @@ static __attribute__((noinline)) uint32_t traced_code_new(struct ctx *c, struct 
     return n;
 }
 
-static inline uint32_t traced_code(struct ctx *c, struct thread *st, PyObject *code, uint64_t ts)
+/* The code object's co_extra slot: (gen << 32 | number), 0 if never numbered. */
+static inline uint64_t code_slot(PyObject *code)
 {
     const struct code_extras *e = ((PyCodeObject *)code)->co_extra;
-    uint32_t n = 0;
-    if (e != NULL && code_extra < e->size && e->extras[code_extra] != NULL) {
-        uint64_t v = (uint64_t)(uintptr_t)e->extras[code_extra];
-        if ((uint32_t)(v >> 32) == c->tr.gen)
-            return (uint32_t)v;
-        n = (uint32_t)v; /* numbered in an earlier generation: declared again, same number */
-    }
-    return traced_code_new(c, st, code, ts, n);
+    return e != NULL && code_extra < e->size ? (uint64_t)(uintptr_t)e->extras[code_extra] : 0;
+}
+
+static inline uint32_t traced_code(struct ctx *c, struct thread *st, PyObject *code, uint64_t ts)
+{
+    uint64_t v = code_slot(code);
+    if (v != 0 && (uint32_t)(v >> 32) == c->tr.gen)
+        return (uint32_t)v;
+    /* Never numbered (0), or numbered in an earlier generation: declared again, same number. */
+    return traced_code_new(c, st, code, ts, (uint32_t)v);
 }
 
 /* Exact type checks: PyCFunction_Check() walks the MRO of every other
@@ -2439,10 +2442,7 @@ static inline struct thread *traced(struct ctx *c)
  * Anything else (0 here) takes the whole way, which does it all again. */
 static inline uint32_t known_code(const struct ctx *c, PyObject *code)
 {
-    const struct code_extras *e = ((PyCodeObject *)code)->co_extra;
-    if (e == NULL || code_extra >= e->size)
-        return 0;
-    uint64_t v = (uint64_t)(uintptr_t)e->extras[code_extra];
+    uint64_t v = code_slot(code);
     return v != 0 && (uint32_t)(v >> 32) == c->tr.gen ? (uint32_t)v : 0;
 }
 

@@ -188,11 +188,11 @@ def load_script(path: str) -> tuple[bytes, ModuleType] | None:
 
     if os.path.isdir(path):
         return None
-    with io.open_code(os.path.abspath(path)) as f:
+    path = os.path.abspath(path)  # as python names a script it runs, from 3.9
+    with io.open_code(path) as f:
         source = f.read()
     if b"\0" in source:
         return None
-    path = os.path.abspath(path)  # as python names a script it runs, from 3.9
     main = type(sys)("__main__")  # types.ModuleType, without importing types
     main.__dict__.update(__file__=path, __cached__=None, __loader__=None, __package__=None, __spec__=None)
     return source, main
