@@ -498,9 +498,17 @@ static inline uint64_t mono_ns(void)
 
 static inline double mono_s(void) { return (double)mono_ns() / 1e9; }
 
+static uint64_t line_now(const struct ctx *c);
+
+/* Every event's timestamp.  Once the tracer's line over the TSC runs (see
+ * "the tracer's clock"), every event takes its time from that line too: a
+ * marker and the calls around it must come out in the order they happened,
+ * and two clocks a few hundred nanoseconds apart would not keep it. */
 static inline uint64_t now(const struct ctx *c)
 {
-    return c->cfg.has_fixed_clock ? c->cfg.fixed_clock : mono_ns() - c->t0;
+    if (c->cfg.has_fixed_clock)
+        return c->cfg.fixed_clock;
+    return atomic_load_explicit(&c->tsc.usable, memory_order_acquire) ? line_now(c) : mono_ns() - c->t0;
 }
 
 static int grow(void **items, size_t *cap, size_t need, size_t size)
@@ -2126,22 +2134,40 @@ static void ptrmap_free(struct ptrmap *m)
  * half of lpm's own cost per traced call (perf on bench/tracing.py).  Where
  * the kernel itself keeps time with the TSC (clocksource "tsc": it found the
  * counter invariant and in step across CPUs), the tracer's timestamps are a
- * line over the TSC, fitted to CLOCK_MONOTONIC (the clock of every other
- * event) over 2 ms when tracing starts and refitted by the writer every
- * 100 ms: the new line starts where the old one is and bends its slope to
- * close the gap over the next interval, so it never steps back and stays
- * within microseconds of now().  Anywhere else, and with a fixed clock, it is
- * now(). */
+ * line over the TSC, fitted to CLOCK_MONOTONIC over 2 ms when tracing first
+ * starts and refitted by the writer every 100 ms: the new line starts where
+ * the old one is and bends its slope to close the gap over the next
+ * interval, so it never steps back and stays within microseconds of
+ * CLOCK_MONOTONIC.  From the first fit on, now() reads the line too, for
+ * every event of every thread: within microseconds is not close enough for
+ * a marker and the call right after it, a few hundred nanoseconds apart, to
+ * keep their order (tests/leech/test_tracing.py).  Anywhere else, and with a
+ * fixed clock, there is no line and the tracer reads now(). */
 
 #if defined(__x86_64__)
 #include <x86intrin.h>
 
-static inline void tsc_pair(uint64_t *tsc, uint64_t *ns)
+/* A TSC reading and CLOCK_MONOTONIC taken together: of a few tries, the one
+ * whose clock_gettime() took the fewest ticks, since a try that the kernel
+ * or the hypervisor interrupted pairs the two clocks microseconds apart, and
+ * one such pair in a 2 ms fit tilts the line by hundreds of ppm. */
+static void tsc_pair(uint64_t *tsc, uint64_t *ns)
 {
-    uint64_t a = __rdtsc();
-    *ns = mono_ns();
-    uint64_t b = __rdtsc();
-    *tsc = a + (b - a) / 2;
+    uint64_t best = UINT64_MAX;
+    for (int i = 0; i < 8; i++) {
+        uint64_t a = __rdtsc();
+        uint64_t n = mono_ns();
+        uint64_t b = __rdtsc();
+        if (b > a && b - a < best) {
+            best = b - a;
+            *tsc = a + (b - a) / 2;
+            *ns = n;
+        }
+    }
+    if (best == UINT64_MAX) { /* the counter did not move: no line will be fitted */
+        *tsc = __rdtsc();
+        *ns = mono_ns();
+    }
 }
 
 static void tsc_start(struct ctx *c)
@@ -2198,46 +2224,62 @@ static void tsc_refit(struct ctx *c)
     c->tsc.fit_ns = n;
 }
 
-/* The line into the thread's copy, read whole (seqlock); 0 while there is no line. */
+/* The line read whole (seqlock): its sequence number. */
+static uint32_t line_read(const struct ctx *c, uint64_t *base, uint64_t *ns, uint64_t *mult)
+{
+    uint32_t seq;
+    do {
+        seq = atomic_load_explicit(&c->tsc.seq, memory_order_acquire);
+        *base = atomic_load_explicit(&c->tsc.tsc, memory_order_relaxed);
+        *ns = atomic_load_explicit(&c->tsc.ns, memory_order_relaxed);
+        *mult = atomic_load_explicit(&c->tsc.mult, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+    } while ((seq & 1) || seq != atomic_load_explicit(&c->tsc.seq, memory_order_relaxed));
+    return seq;
+}
+
+/* The line into the thread's copy; 0 while there is no line. */
 static __attribute__((noinline, cold)) int tsc_copy(struct ctx *c, struct thread *st)
 {
     if (!atomic_load_explicit(&c->tsc.usable, memory_order_acquire))
         return 0;
-    uint32_t seq;
-    do {
-        seq = atomic_load_explicit(&c->tsc.seq, memory_order_acquire);
-        st->tsc_base = atomic_load_explicit(&c->tsc.tsc, memory_order_relaxed);
-        st->tsc_ns = atomic_load_explicit(&c->tsc.ns, memory_order_relaxed);
-        st->tsc_mult = atomic_load_explicit(&c->tsc.mult, memory_order_relaxed);
-        atomic_thread_fence(memory_order_acquire);
-    } while ((seq & 1) || seq != atomic_load_explicit(&c->tsc.seq, memory_order_relaxed));
-    st->tsc_seq = seq + 1;
+    st->tsc_seq = line_read(c, &st->tsc_base, &st->tsc_ns, &st->tsc_mult) + 1;
     return 1;
+}
+
+/* The line at the TSC's reading now. */
+static inline uint64_t line_at(uint64_t base, uint64_t ns, uint64_t mult)
+{
+    uint64_t t = __rdtsc();
+    if ((int64_t)(t - base) < 0)
+        return ns;
+    return ns + (uint64_t)(((unsigned __int128)(t - base) * mult) >> 32);
 }
 
 /* Each thread reads the line again only when the writer has refitted it
  * (one load and a compare per event instead of the seqlock's five loads):
  * a refit that starts just after that load leaves this event on the old
  * line, which is where the new one starts. */
-static inline uint64_t tsc_read(const struct thread *st)
-{
-    uint64_t t = __rdtsc();
-    if ((int64_t)(t - st->tsc_base) < 0)
-        return st->tsc_ns;
-    return st->tsc_ns + (uint64_t)(((unsigned __int128)(t - st->tsc_base) * st->tsc_mult) >> 32);
-}
-
 static inline uint64_t trace_now(struct ctx *c, struct thread *st)
 {
     uint32_t seq = atomic_load_explicit(&c->tsc.seq, memory_order_acquire);
     if (__builtin_expect(seq + 1 != st->tsc_seq, 0) && !tsc_copy(c, st))
         return now(c);
-    return tsc_read(st);
+    return line_at(st->tsc_base, st->tsc_ns, st->tsc_mult);
+}
+
+/* now() while the line runs, from any thread. */
+static uint64_t line_now(const struct ctx *c)
+{
+    uint64_t base, ns, mult;
+    line_read(c, &base, &ns, &mult);
+    return line_at(base, ns, mult);
 }
 #else
 static void tsc_start(struct ctx *c) { (void)c; }
 static void tsc_refit(struct ctx *c) { (void)c; }
 static inline uint64_t trace_now(struct ctx *c, struct thread *st) { (void)st; return now(c); }
+static uint64_t line_now(const struct ctx *c) { return mono_ns() - c->t0; }
 #endif
 
 /* -- call tracing ---------------------------------------------------------- */
@@ -2463,7 +2505,7 @@ static inline __attribute__((always_inline)) int trace_fast(const struct ctx *c,
         return 0;
     if (!trace_room(c, st))
         return 0;
-    trace_write(c, st, id, tsc_read(st), n);
+    trace_write(c, st, id, line_at(st->tsc_base, st->tsc_ns, st->tsc_mult), n);
     return 1;
 #else
     (void)c, (void)id, (void)n;

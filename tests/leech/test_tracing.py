@@ -92,3 +92,28 @@ def test_the_chrome_trace_nests_each_call_in_its_caller(tmp_path: Path) -> None:
     assert length["ts"] >= middle["ts"] + middle["dur"], "len() is called after middle() returns"
     graph = {"top", "middle", "leaf", "builtins.len"}
     assert sorted(e["name"] for e in slices if e["name"] in graph) == ["builtins.len", "leaf", "leaf", "middle", "top"]
+
+
+def test_markers_and_traced_calls_keep_their_order_in_time(tmp_path: Path, implementation: str) -> None:
+    """A thread's events come out with their timestamps in the order they
+    happened, calls and returns among markers a few hundred nanoseconds
+    apart, for as long as the program runs: the native tracer reads its own
+    clock (a line over the TSC), and every other event must then read it too."""
+    data = recorded("marker_calls.py", [], tmp_path, implementation, run_options=["--trace", "--sample-rate", "0"])
+    stream = decode(data)
+    names = {e.code: e.name for e in stream.of_type(ev.PyCode)}  # type: ignore[attr-defined]
+    main = next(e.thread for e in stream.of_type(ev.ThreadLabel) if e.label == "MainThread")  # type: ignore[attr-defined]
+    times: list[tuple[int, str]] = []
+    thread = None
+    for e in stream.events:
+        if isinstance(e, ev.PyBlockInfo):
+            thread = e.thread
+        elif isinstance(e, ev.EventBlock):
+            thread = None
+        elif thread == main and isinstance(e, (ev.PyCall, ev.PyReturn, ev.UserMarker)):
+            what = e.marker if isinstance(e, ev.UserMarker) else names[e.code]
+            times.append((e.ts, what))
+    steps = [what for _, what in times if what == "step"]
+    assert len(steps) >= 2000 and len(steps) % 2 == 0, len(steps)  # a call and a return each
+    backwards = [(a, b) for a, b in zip(times, times[1:]) if b[0] < a[0]]
+    assert not backwards, f"{len(backwards)} of {len(times)} events are timed before the one before them: {backwards[:3]}"
