@@ -5,8 +5,10 @@ version CI runs (a profile function before 3.12, sys.monitoring after)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+from lpm.eventlog import Event
 from lpm.eventlog import events as ev
 from lpm.eventlog import read_events
 from lpm.views.export import chrome_trace
@@ -17,6 +19,17 @@ from .live import on_in_phase_b
 Step = tuple[str, str]  # ("call" or "return", function name)
 
 
+def by_block(stream: Stream) -> Iterator[tuple[int | None, Event]]:
+    """Each event with the thread whose block holds it (None outside one)."""
+    thread = None
+    for e in stream.events:
+        if isinstance(e, ev.PyBlockInfo):
+            thread = e.thread
+        elif isinstance(e, ev.EventBlock):
+            thread = None
+        yield thread, e
+
+
 def threads_steps(stream: Stream) -> dict[str, list[Step]]:
     """Each thread's calls, returns and markers, by thread name, in order;
     names from the whole stream (a tracer's number may be used in one
@@ -24,13 +37,8 @@ def threads_steps(stream: Stream) -> dict[str, list[Step]]:
     names = {e.code: e.name for e in stream.of_type(ev.PyCode)}  # type: ignore[attr-defined]
     labels = {e.thread: e.label for e in stream.of_type(ev.ThreadLabel)}  # type: ignore[attr-defined]
     steps: dict[int, list[Step]] = {}
-    thread = None
-    for e in stream.events:
-        if isinstance(e, ev.PyBlockInfo):
-            thread = e.thread
-        elif isinstance(e, ev.EventBlock):
-            thread = None
-        elif isinstance(e, (ev.PyCall, ev.PyReturn)):
+    for thread, e in by_block(stream):
+        if isinstance(e, (ev.PyCall, ev.PyReturn)):
             assert thread is not None and e.code >= 1 << 31, e
             assert e.code in names, f"code {e.code} is never declared"
             steps.setdefault(thread, []).append(("call" if isinstance(e, ev.PyCall) else "return", names[e.code]))
@@ -104,13 +112,8 @@ def test_markers_and_traced_calls_keep_their_order_in_time(tmp_path: Path, imple
     names = {e.code: e.name for e in stream.of_type(ev.PyCode)}  # type: ignore[attr-defined]
     main = next(e.thread for e in stream.of_type(ev.ThreadLabel) if e.label == "MainThread")  # type: ignore[attr-defined]
     times: list[tuple[int, str]] = []
-    thread = None
-    for e in stream.events:
-        if isinstance(e, ev.PyBlockInfo):
-            thread = e.thread
-        elif isinstance(e, ev.EventBlock):
-            thread = None
-        elif thread == main and isinstance(e, (ev.PyCall, ev.PyReturn, ev.UserMarker)):
+    for thread, e in by_block(stream):
+        if thread == main and isinstance(e, (ev.PyCall, ev.PyReturn, ev.UserMarker)):
             what = e.marker if isinstance(e, ev.UserMarker) else names[e.code]
             times.append((e.ts, what))
     steps = [what for _, what in times if what == "step"]
