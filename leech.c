@@ -126,6 +126,9 @@
  *       Call tracing off (0), on (1), or the interpreter's floor for it (2)
  *       in every thread but skip_ident's (lpm's monitor); (mode, numbers
  *       given out, threads another profiler keeps).  See "call tracing".
+ *   Py_ssize_t lpm_gc_keep_out(list objects), Py_ssize_t lpm_gc_let_in(void)
+ *       Keep lpm's own objects out of the program's collections, and hand
+ *       them back; each returns how many.  See "lpm's own objects" at the end.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -156,7 +159,7 @@
 
 #define LPM_EXPORT __attribute__((visibility("default")))
 
-#define LPM_ABI_VERSION 4
+#define LPM_ABI_VERSION 5
 
 #ifndef F_SETPIPE_SZ
 #define F_SETPIPE_SZ 1031
@@ -4302,4 +4305,118 @@ LPM_EXPORT int lpm_bg_stop(PyObject *obj)
         return -1;
     sampler_stop(c);
     return 0;
+}
+
+/* -- lpm's own objects, kept out of the program's collections ---------------
+ *
+ * Every full collection walks every tracked object, and each of lpm's
+ * (its modules' functions, classes and dicts, ctypes, the running leech) is
+ * a cache miss or more in a walk that exists for the program's garbage, not
+ * lpm's: on an allocation-heavy program lpm's ~1,500 long-lived objects
+ * cost a few percent by the clock.  CPython's own answer for long-lived
+ * objects is gc.freeze(), the permanent generation, which takes every
+ * object at once; this takes only the objects Python names
+ * (lpm.leech.footprint) and moves them into a ring of their own, as the
+ * runtime anchors keep a profiler's state off the profiled heap (JFR's
+ * buffers and tables are native memory the Java collector never scans).
+ *
+ * A collection only walks the generation lists, so an object on this ring
+ * is never examined, as a frozen one is not; it stays tracked, so CPython's
+ * deallocators, which unlink an object from whatever list holds it without
+ * asking which, work unchanged (untracking lpm's objects instead would make
+ * them unlink an object from no list at all and crash).  What the ring
+ * costs is what freezing costs: garbage cycles through these objects wait
+ * until lpm_gc_let_in() hands the ring back, which lpm.leech does first
+ * thing when it stops, after fork, and at exit.
+ *
+ * It relies on the list links every GIL build of 3.9 to 3.13 puts before a
+ * tracked object (two words: next, then prev with two flag bits), the
+ * layout the interpreter's own inline functions use.  Other builds keep
+ * nothing out.
+ */
+#if PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+#define GC_RING 1
+struct gc_link {
+    uintptr_t next;
+    uintptr_t prev; /* the low two bits are flags (finalized, collecting) */
+};
+enum { COLLECTING = 2, PREV_FLAGS = 3, UNREACHABLE = 1 };
+
+static struct gc_link g_ring; /* the head of the ring; all zero until first used */
+
+static struct gc_link *gc_link(PyObject *o) { return (struct gc_link *)o - 1; }
+
+static void link_after(struct gc_link *at, struct gc_link *first, struct gc_link *last)
+{
+    struct gc_link *next = (struct gc_link *)at->next;
+    at->next = (uintptr_t)first;
+    first->prev = (first->prev & PREV_FLAGS) | (uintptr_t)at;
+    last->next = (uintptr_t)next;
+    next->prev = (next->prev & PREV_FLAGS) | (uintptr_t)last;
+}
+
+static void unlink_gc(struct gc_link *g)
+{
+    struct gc_link *prev = (struct gc_link *)(g->prev & ~(uintptr_t)PREV_FLAGS);
+    struct gc_link *next = (struct gc_link *)g->next;
+    prev->next = (uintptr_t)next;
+    next->prev = (next->prev & PREV_FLAGS) | (uintptr_t)prev;
+}
+#endif
+
+/* Hand every kept-out object back to the collector, as the youngest of
+ * generation 0.  The objects go in after a new list (which the interpreter
+ * tracks at the end of generation 0, wherever that list's head lives), and
+ * freeing the list takes it out again. */
+LPM_EXPORT Py_ssize_t lpm_gc_let_in(void)
+{
+#ifdef GC_RING
+    if (g_ring.next == 0 || g_ring.next == (uintptr_t)&g_ring)
+        return 0;
+    Py_ssize_t n = 0; /* counted now: a kept-out object freed since left the ring as it went */
+    for (uintptr_t g = g_ring.next; g != (uintptr_t)&g_ring; g = ((struct gc_link *)g)->next)
+        n++;
+    PyObject *anchor = PyList_New(0);
+    if (anchor == NULL)
+        return -1;
+    link_after(gc_link(anchor), (struct gc_link *)g_ring.next, (struct gc_link *)(g_ring.prev & ~(uintptr_t)PREV_FLAGS));
+    g_ring.next = g_ring.prev = (uintptr_t)&g_ring;
+    Py_DECREF(anchor);
+    return n;
+#else
+    return 0;
+#endif
+}
+
+/* Keep the objects of `objects` (a list) out of collections: those tracked,
+ * and not inside a collection running now (the caller could be a finalizer).
+ * Whatever was kept out before is let in first, so a second call replaces
+ * the first.  The number kept out, or -1 with an exception. */
+LPM_EXPORT Py_ssize_t lpm_gc_keep_out(PyObject *objects)
+{
+    if (!PyList_Check(objects)) {
+        PyErr_SetString(PyExc_TypeError, "lpm_gc_keep_out takes a list");
+        return -1;
+    }
+#ifdef GC_RING
+    if (lpm_gc_let_in() < 0)
+        return -1;
+    if (g_ring.next == 0)
+        g_ring.next = g_ring.prev = (uintptr_t)&g_ring;
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(objects); i++) {
+        PyObject *o = PyList_GET_ITEM(objects, i);
+        if (!PyObject_IS_GC(o) || !PyObject_GC_IsTracked(o))
+            continue;
+        struct gc_link *g = gc_link(o);
+        if ((g->prev & COLLECTING) || (g->next & UNREACHABLE))
+            continue; /* in a collection's working lists */
+        unlink_gc(g);
+        link_after((struct gc_link *)(g_ring.prev & ~(uintptr_t)PREV_FLAGS), g, g);
+        n++;
+    }
+    return n;
+#else
+    return 0;
+#endif
 }

@@ -9,8 +9,6 @@ change: ``LPM_AUTOSTART=1 python program.py``.
 
 from __future__ import annotations
 
-import logging
-
 
 def _autostart() -> None:
     import lpm
@@ -18,6 +16,8 @@ def _autostart() -> None:
     try:
         lpm.start()
     except Exception as err:  # noqa: BLE001 - never keep the program from starting
+        import logging  # only now: the logging package is large, and would stay in the program's memory
+
         logging.getLogger("lpm").warning("LPM_AUTOSTART: the leech did not start: %s", err)
 
 

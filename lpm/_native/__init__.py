@@ -18,7 +18,7 @@ from functools import lru_cache
 from ..errors import LeechError
 
 #: The C ABI version this module was written against (LPM_ABI_VERSION in leech.c).
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -73,6 +73,8 @@ _SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "lpm_alloc_stats": ([_CTX], ctypes.py_object),
     "lpm_bg_stats": ([_CTX], ctypes.py_object),
     "lpm_bg_stop": ([_CTX], ctypes.c_int),
+    "lpm_gc_keep_out": ([ctypes.py_object], ctypes.c_ssize_t),
+    "lpm_gc_let_in": ([], ctypes.c_ssize_t),
 }
 
 

@@ -9,12 +9,30 @@ child process that inherited a running leech starts its own stream.
 
 from __future__ import annotations
 
-import atexit
-import gc
-import importlib
-import os
-import threading
-import time
+import sys
+
+
+def _loaded_before() -> frozenset[str]:
+    """The modules loaded before the leech: those loaded since are lpm's
+    (lpm.leech.footprint), with lpm's own.  Under ``python -m lpm`` that is
+    what was loaded before runpy, the first module ``-m`` imports (sys.modules
+    keeps the order of first import): a program run as ``python script.py``
+    has none of what ``-m`` brings (typing, on 3.9)."""
+    names = list(sys.modules)
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if getattr(spec, "name", None) == "lpm.__main__" and "runpy" in names:
+        del names[names.index("runpy"):]
+    return frozenset(names)
+
+
+_MODULES_BEFORE = _loaded_before()
+
+import atexit  # noqa: E402 - after the list above, which must not hold them
+import gc  # noqa: E402
+import importlib  # noqa: E402
+import os  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
 
 from ..errors import LeechError
 from ..eventlog import catalog
@@ -43,6 +61,8 @@ class Leech:
             data_path, control_path = self.fifos.data, self.fifos.control
         self.data_path = data_path
         self.control_path = control_path
+        #: How many of lpm's objects the program's collections do not walk.
+        self.kept_out = 0
         header = catalog.header()
         self.sink = make_sink(config, header, data_path, control_path, self._on_connect)
         self.monitor = Monitor(self.sink)
@@ -62,8 +82,11 @@ class Leech:
             self.monitor.alloc(True, floor=self.config.alloc == "floor")
         if self.config.asyncio == "on":
             self.monitor.track_tasks(True)
+        self.kept_out = self.sink.keep_out(_MODULES_BEFORE)
 
     def stop(self) -> None:
+        self.sink.let_in()  # first: what stopping leaves behind must be collectable
+        self.kept_out = 0
         try:
             gc.callbacks.remove(self.sink.gc_callback)
         except ValueError:
@@ -169,6 +192,7 @@ def _after_fork_in_child() -> None:
     _set_sink(None)
     globals()["_lock"] = threading.Lock()
     if parent is not None:
+        parent.sink.let_in()
         try:
             gc.callbacks.remove(parent.sink.gc_callback)
         except ValueError:

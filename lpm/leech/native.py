@@ -28,11 +28,12 @@ import os
 from .. import _native
 from ..errors import LeechError
 from .config import BACKOFF, MAX_TEXT, TRACE_MODES as _TRACE_MODES, LeechConfig
+from .footprint import lpm_objects
 from .sink import Sink
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
-    from typing import Any, Callable, cast
+    from typing import AbstractSet, Any, Callable, cast
 
     from .sink import Sampler
 else:
@@ -232,6 +233,12 @@ class NativeSink(Sink):
         return cast("dict[str, int]", self._lib.lpm_stats(self._ctx))
 
     # -- the writer --------------------------------------------------------------
+
+    def keep_out(self, before: AbstractSet[str]) -> int:
+        return int(self._lib.lpm_gc_keep_out(lpm_objects(before)))
+
+    def let_in(self) -> int:
+        return int(self._lib.lpm_gc_let_in())
 
     def start(self) -> None:
         self._lib.lpm_sink_start(self._ctx)

@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
     from ..eventlog.layout import Value
     from types import CodeType
-    from typing import Callable, Dict, List, Optional
+    from typing import AbstractSet, Callable, Dict, List, Optional
 
     from .wire import Kind
 
@@ -106,6 +106,16 @@ class Sink(abc.ABC):
     def trace_stats(self) -> tuple[str, int, int]:
         """(mode, functions numbered, threads left to another profiler)."""
         raise NotImplementedError
+
+    def keep_out(self, before: AbstractSet[str]) -> int:
+        """Keep lpm's objects (lpm.leech.footprint; ``before``: the modules
+        loaded before lpm) out of the program's collections until
+        :meth:`let_in`; how many.  The pure leech has no way to: none."""
+        return 0
+
+    def let_in(self) -> int:
+        """Hand the objects :meth:`keep_out` took back to the collector; how many."""
+        return 0
 
     def new_generation(self, generation: int) -> None:
         """``PyGeneration``; with a background sampler, its code table starts
