@@ -84,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"bytes between sampled allocations, 0 for none (default {defaults.alloc_sample})",
     )
     parser.add_argument(
+        "--keep-out",
+        choices=["on", "off"],
+        help="on (default; native leech): lpm's own objects are kept out of the program's garbage collections "
+        "while it runs, so its full collections do not walk them (nor does gc.get_objects() list them); "
+        "off: they are walked as any other",
+    )
+    parser.add_argument(
         "--sampler",
         choices=["auto", "gil"],
         help="auto: the native leech samples without taking the GIL where it can (default); "
@@ -117,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         "alloc": args.alloc,
         "alloc_sample": args.alloc_sample,
         "asyncio": args.asyncio,
+        "keep_out": args.keep_out,
     }
     if module is not None:
         argv = [module, *rest]
@@ -226,7 +234,7 @@ def _exit_code(code: object) -> int:
 
 #: run's own options that take a value, so split_program can step over it.
 _VALUED = ("--sample-rate", "--heap-interval", "--flush-interval", "--budget", "--dir", "--implementation", "--sampler",
-           "--alloc-sample")
+           "--alloc-sample", "--keep-out")
 
 
 def split_program(argv: list[str]) -> tuple[list[str], list[str]]:

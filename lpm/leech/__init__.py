@@ -11,21 +11,9 @@ from __future__ import annotations
 
 import sys
 
-
-def _loaded_before() -> frozenset[str]:
-    """The modules loaded before the leech: those loaded since are lpm's
-    (lpm.leech.footprint), with lpm's own.  Under ``python -m lpm`` that is
-    what was loaded before runpy, the first module ``-m`` imports (sys.modules
-    keeps the order of first import): a program run as ``python script.py``
-    has none of what ``-m`` brings (typing, on 3.9)."""
-    names = list(sys.modules)
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if getattr(spec, "name", None) == "lpm.__main__" and "runpy" in names:
-        del names[names.index("runpy"):]
-    return frozenset(names)
-
-
-_MODULES_BEFORE = _loaded_before()
+#: The modules loaded before the leech (lpm.leech.footprint: ctypes is lpm's
+#: when it is not one of them).
+_MODULES_BEFORE = frozenset(sys.modules)
 
 import atexit  # noqa: E402 - after the list above, which must not hold them
 import gc  # noqa: E402
@@ -82,7 +70,8 @@ class Leech:
             self.monitor.alloc(True, floor=self.config.alloc == "floor")
         if self.config.asyncio == "on":
             self.monitor.track_tasks(True)
-        self.kept_out = self.sink.keep_out(_MODULES_BEFORE)
+        if self.config.keep_out == "on":
+            self.kept_out = self.sink.keep_out(_MODULES_BEFORE)
 
     def stop(self) -> None:
         self.sink.let_in()  # first: what stopping leaves behind must be collectable

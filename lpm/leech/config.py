@@ -43,6 +43,7 @@ FIELDS = (
     "alloc",
     "alloc_sample",
     "asyncio",
+    "keep_out",
 )
 
 
@@ -91,6 +92,10 @@ class LeechConfig:
             task's creation, start and end (PyTaskCreate, PyTaskStart,
             PyTaskEnd) and each loop's lag (the counter asyncio.lag_ms); the
             control FIFO's "asyncio" command changes it at run time.
+        keep_out: "on" (native leech): lpm's own objects are kept out of the
+            program's garbage collections while the leech runs, so they cost
+            its full collections nothing (lpm.leech.footprint; they do not
+            show in ``gc.get_objects()`` then); "off": walked as any other.
     """
 
     __slots__ = FIELDS
@@ -113,6 +118,7 @@ class LeechConfig:
         alloc: str = "off",
         alloc_sample: int = 512 << 10,
         asyncio: str = "off",
+        keep_out: str = "on",
     ) -> None:
         self.sample_rate = sample_rate
         self.heap_interval = heap_interval
@@ -131,6 +137,7 @@ class LeechConfig:
         self.alloc = alloc
         self.alloc_sample = alloc_sample
         self.asyncio = asyncio
+        self.keep_out = keep_out
         if self.sample_rate < 0 or self.sample_rate > 10_000:
             raise LeechError(f"sample_rate {self.sample_rate} is outside 0..10000 per second")
         for name in ("heap_interval", "flush_interval", "generation_interval", "stop_timeout"):
@@ -146,6 +153,8 @@ class LeechConfig:
             raise LeechError(f"sampler {self.sampler!r} is not auto or gil")
         if self.asyncio not in ("off", "on"):
             raise LeechError(f"asyncio {self.asyncio!r} is not on or off")
+        if self.keep_out not in ("off", "on"):
+            raise LeechError(f"keep_out {self.keep_out!r} is not on or off")
         if self.alloc not in ("off", "on", "floor"):
             raise LeechError(f"alloc {self.alloc!r} is not on, off or floor")
         if self.alloc_sample < 0:
@@ -189,7 +198,7 @@ def from_environment(env: Mapping[str, str] | None = None, **overrides: Any) -> 
             continue
         kind = type(getattr(_DEFAULTS, name))
         try:
-            if name in ("directory", "implementation", "sampler", "trace", "alloc", "asyncio"):
+            if name in ("directory", "implementation", "sampler", "trace", "alloc", "asyncio", "keep_out"):
                 values[name] = raw
             elif name == "fixed_clock" or kind is int:
                 values[name] = int(raw, 0)

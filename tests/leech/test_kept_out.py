@@ -83,11 +83,11 @@ def test_kept_out_objects_can_be_freed_and_changed() -> None:
     gc.collect()
 
 
-def kept_out_report(implementation: str, tmp_path: Path, *args: str) -> dict[str, object]:
+def kept_out_report(implementation: str, tmp_path: Path, *args: str, keep_out: str = "on") -> dict[str, object]:
     env = dict(os.environ, LPM_DIR=str(tmp_path))
     done = subprocess.run([sys.executable, "-m", "lpm", "run", "--implementation", implementation,
-                           str(PROGRAMS / "kept_out.py"), *args], env=env, capture_output=True, text=True,
-                          timeout=PATIENCE)
+                           "--keep-out", keep_out, str(PROGRAMS / "kept_out.py"), *args], env=env,
+                          capture_output=True, text=True, timeout=PATIENCE)
     assert done.returncode == 0, done.stderr
     report: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
     return report
@@ -108,3 +108,9 @@ def test_lpm_run_keeps_lpm_out_and_the_program_in(implementation: str, tmp_path:
     assert (child["kept_out"] > 500 if native else child["kept_out"] == 0)
     assert child["lpm_dict_walked"] is not native
     assert report["after_stop_lpm_dict_walked"], "lpm's objects were not handed back when it stopped"
+
+
+def test_keep_out_off_leaves_lpm_walked(implementation: str, tmp_path: Path) -> None:
+    report = kept_out_report(implementation, tmp_path, keep_out="off")
+    assert report["kept_out"] == 0 and report["lpm_dict_walked"] and report["leech_walked"]
+    assert report["program_not_walked"] == [] and report["lpm_alive"]

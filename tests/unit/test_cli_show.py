@@ -107,6 +107,20 @@ def test_run_splits_its_options_from_the_programs() -> None:
     assert split_program(["-m", "http.server", "-h"]) == ([], ["-m", "http.server", "-h"])
     assert split_program(["--dir=/x", "--", "-weird.py"]) == (["--dir=/x"], ["-weird.py"])
     assert split_program(["--help"]) == (["--help"], [])
+    assert split_program(["--keep-out", "off", "app.py"]) == (["--keep-out", "off"], ["app.py"])
+
+
+def test_run_steps_over_the_value_of_every_option_that_takes_one() -> None:
+    import argparse
+
+    from lpm.cli import run
+
+    parser = argparse.ArgumentParser()
+    run.add_arguments(parser)
+    for action in parser._actions:
+        if action.option_strings and action.nargs != 0:
+            for option in action.option_strings:
+                assert run.split_program([option, "v", "app.py"]) == ([option, "v"], ["app.py"]), option
 
 
 def test_run_passes_the_exit_status_and_argv_through(tmp_path: Path) -> None:

@@ -58,6 +58,9 @@ def test_settings_from_environment_and_overrides() -> None:
         from_environment({"LPM_SAMPLE_RATE": "fast"})
     with pytest.raises(LeechError, match="budget 8192 must hold at least two buffers"):
         LeechConfig(budget=8192, buffer_size=8192)
+    assert from_environment({"LPM_KEEP_OUT": "off"}).keep_out == "off" and LeechConfig().keep_out == "on"
+    with pytest.raises(LeechError, match="keep_out 'no' is not on or off"):
+        from_environment({"LPM_KEEP_OUT": "no"})
     with pytest.raises(LeechError, match="unknown leech settings: colour"):
         from_environment({}, colour="red")
 
