@@ -25,6 +25,9 @@ Variants, all run side by side in one invocation:
                     GIL for every sample instead of the background sampler
 ``lpm-nosample``    the same with ``--sample-rate 0``: what everything but
                     sampling costs
+``lpm-walked``      the same with ``--keep-out off``: lpm's own objects walked by
+                    the program's collections, as before the native leech kept
+                    them out (lpm.leech.footprint)
 ``py-spy``          ``py-spy record -r 100 -o /dev/null -- python w.py`` (blocking mode)
 ``pyinstrument``    ``python -m pyinstrument -r text -o /dev/null w.py`` (1 ms interval)
 ``cprofile``        ``python -m cProfile -o OUT w.py``
@@ -144,6 +147,8 @@ VARIANTS: List[Variant] = [
     Variant("lpm-gil", "lpm run --implementation native --sampler gil, reader", "lpm", "native", True, ("--sampler", "gil")),
     Variant("lpm-nosample", "lpm run --implementation native --sample-rate 0, reader", "lpm", "native", True,
             ("--sample-rate", "0")),
+    Variant("lpm-walked", "lpm run --implementation native --keep-out off, reader", "lpm", "native", True,
+            ("--keep-out", "off")),
     Variant("py-spy", "py-spy record -r 100 (blocking; separate process)", "py-spy"),
     Variant("pyinstrument", "pyinstrument (1 ms interval, main thread)", "pyinstrument"),
     Variant("cprofile", "cProfile -o (main thread)", "cprofile"),
@@ -989,7 +994,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for v in VARIANTS:
         if v.name not in wanted:
             continue
-        if v.name in ("lpm-native", "lpm-gil", "lpm-nosample") and not bench.native:
+        if v.name in ("lpm-native", "lpm-gil", "lpm-nosample", "lpm-walked") and not bench.native:
             continue
         if v.kind == "py-spy" and not bench.py_spy:
             notes.append("py-spy: not installed in the bench virtualenv; skipped.")

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import sys
 
-#: The modules loaded before the leech (lpm.leech.footprint: ctypes is lpm's
-#: when it is not one of them).
+#: The modules loaded before the leech, taken before its own imports
+#: (lpm.leech.footprint: ctypes is lpm's when it is not one of them).
 _MODULES_BEFORE = frozenset(sys.modules)
 
-import atexit  # noqa: E402 - after the list above, which must not hold them
+import atexit  # noqa: E402 - after the snapshot above
 import gc  # noqa: E402
 import importlib  # noqa: E402
 import os  # noqa: E402

@@ -1,9 +1,9 @@
 """lpm's own objects, named so the native leech can keep them out of collections.
 
 Each full collection the program makes walks every tracked object in the
-process.  lpm's (its modules' functions, classes and dicts, the modules it
-brought in, such as ctypes, and the running leech) live as long as the leech
-and are never garbage, yet each costs every full collection a cache miss or
+process.  lpm's (its modules' functions, classes and dicts, ctypes, which it
+loads, and the running leech) live as long as the leech and are never
+garbage, yet each costs every full collection a cache miss or
 more: on an allocation-heavy program that is a few percent by the clock
 (README, Benchmarks).  The native library moves the objects named here into
 a ring of its own that collections never walk (``lpm_gc_keep_out`` in
@@ -42,8 +42,6 @@ _RUNNING = frozenset({"frame", "generator", "coroutine", "async_generator"})
 #: of one that lpm holds is lpm's.
 _VALUES = frozenset({"builtins", "collections", "weakref", "re", "_thread", "_struct", "_frozen_importlib",
                      "_frozen_importlib_external"})
-
-
 #: What lpm loads for itself that programs seldom load: its native library's loader.
 _LOADERS = frozenset({"ctypes", "_ctypes", "ctypes._endian"})
 
