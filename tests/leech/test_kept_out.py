@@ -114,3 +114,15 @@ def test_keep_out_off_leaves_lpm_walked(implementation: str, tmp_path: Path) -> 
     report = kept_out_report(implementation, tmp_path, keep_out="off")
     assert report["kept_out"] == 0 and report["lpm_dict_walked"] and report["leech_walked"]
     assert report["program_not_walked"] == [] and report["lpm_alive"]
+
+
+def test_lpm_start_in_a_program_keeps_lpm_out_too(implementation: str, tmp_path: Path) -> None:
+    env = dict(os.environ, LPM_DIR=str(tmp_path), LPM_IMPLEMENTATION=implementation)
+    done = subprocess.run([sys.executable, str(PROGRAMS / "kept_out.py")], env=env, capture_output=True, text=True,
+                          timeout=PATIENCE)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    native = implementation == "native"
+    assert (report["kept_out"] > 500 if native else report["kept_out"] == 0)
+    assert report["lpm_dict_walked"] is not native and report["program_not_walked"] == []
+    assert report["lpm_alive"] and report["after_stop_lpm_dict_walked"]

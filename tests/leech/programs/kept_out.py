@@ -1,6 +1,7 @@
 """Under ``lpm run``: which objects the program's collections walk, as JSON.
 
-Run as ``lpm run kept_out.py``: prints what the leech kept out of the
+Run as ``lpm run kept_out.py``, or plainly (it then calls ``lpm.start()``
+itself, with LPM_* settings): prints what the leech kept out of the
 collections while it runs, then stops it and prints what is walked again;
 with ``fork`` it also forks, and the child reports on its own leech."""
 
@@ -28,7 +29,9 @@ def walked_now() -> set[int]:
 
 
 leech = lpm.leech.active()
-assert leech is not None
+if leech is None:  # run as a plain script: the program starts the leech itself
+    leech = lpm.start()
+    walked = {id(o) for o in gc.get_objects()}
 lpm_dict = vars(lpm.leech.monitor)
 report = {
     "kept_out": leech.kept_out,
