@@ -65,6 +65,17 @@ COMMANDS = ("pause", "resume", "resend", "rate HZ", "heap-interval SECONDS", "tr
             "asyncio on|off")
 
 
+def next_tick(due: float, period: float, now: float) -> float:
+    """When a periodic task runs next: a period after it was due, so its rate
+    holds however long the monitor waited for the GIL to run it (with the
+    program's threads busy in Python that wait is most of a scan: counting
+    from when it ran, 0.1 s heap figures came every 0.18 s); a period from
+    now once it is a whole period late, rather than running again at once to
+    catch up.  JFR's periodic events keep their period the same way."""
+    due += period
+    return due if due > now else now + period
+
+
 class Monitor:
     """The periodic sources; owns the ``lpm-monitor`` thread."""
 
@@ -180,7 +191,7 @@ class Monitor:
                 # Everything but sampling at the scan rate: a sample tick then
                 # costs the program one C call (commands, pauses and readers
                 # wait at most THREAD_SCAN seconds).
-                next_scan = now + THREAD_SCAN
+                next_scan = next_tick(next_scan, THREAD_SCAN, now)
                 self._read_control()
                 paused = sink.paused
                 if self._resend.is_set() or (self.config.generation_interval > 0 and now >= next_gen):
@@ -190,7 +201,7 @@ class Monitor:
                 self._threads()
                 if self.heap_interval > 0 and now >= next_heap and not paused:
                     self._heap()
-                    next_heap = now + self.heap_interval
+                    next_heap = next_tick(next_heap, self.heap_interval, now)
                 if background:
                     stats = sink.background_stats()
                     if stats is not None and stats[1] > MAX_CODES:
