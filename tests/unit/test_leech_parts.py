@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from lpm.errors import LeechError
+from lpm.leech import procinfo
 from lpm.leech.config import LeechConfig, from_environment
+from lpm.leech.monitor import next_tick
 from lpm.leech.paths import attach, make_fifos, private_dir
 from lpm.leech.redact import REDACTED, redact_argv, redact_env
 
@@ -130,3 +134,22 @@ def test_the_leech_does_not_load_the_decoder_or_typing() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_periodic_work_keeps_its_rate_when_late() -> None:
+    assert next_tick(10.0, 0.1, 10.03) == pytest.approx(10.1)  # late: the next one still on the grid
+    assert next_tick(10.0, 0.1, 10.25) == pytest.approx(10.35)  # a whole period late: a period from now
+    assert next_tick(10.0, 0.5, 10.0) == pytest.approx(10.5)
+
+
+def test_thread_cpu_time_is_the_threads_own_clock() -> None:
+    before = time.thread_time_ns()
+    sum(range(100_000))
+    cpu = procinfo.thread_cpu_ns(threading.get_native_id())
+    after = time.thread_time_ns()
+    assert cpu is not None and before <= cpu <= after
+    ended = threading.Thread(target=lambda: None)
+    ended.start()
+    ended.join()
+    assert ended.native_id is not None and procinfo.thread_cpu_ns(ended.native_id) is None
+    assert procinfo.thread_cpu_ns(0) is None
