@@ -148,8 +148,7 @@ def test_thread_cpu_time_is_the_threads_own_clock() -> None:
     cpu = procinfo.thread_cpu_ns(threading.get_native_id())
     after = time.thread_time_ns()
     assert cpu is not None and before <= cpu <= after
-    ended = threading.Thread(target=lambda: None)
-    ended.start()
-    ended.join()
-    assert ended.native_id is not None and procinfo.thread_cpu_ns(ended.native_id) is None
+    # Another process's thread is not ours to read.  (A thread just joined
+    # may still be leaving the kernel: its clock can still answer.)
+    assert procinfo.thread_cpu_ns(os.getppid()) is None
     assert procinfo.thread_cpu_ns(0) is None
