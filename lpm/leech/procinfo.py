@@ -102,8 +102,9 @@ def thread_cpu_ns(native_id: int) -> int | None:
 
     Read from the thread's CPU-time clock, whose id Linux makes from the
     thread id (what glibc's pthread_getcpuclockid returns, made here from
-    ``native_id`` so a thread that has just ended gives an error, not a read
-    through a stale pthread handle).  clock_gettime keeps the GIL, where
+    ``native_id`` so a thread that has ended gives an error, or its last
+    figure while it is still leaving the kernel, never a read through a
+    stale pthread handle).  clock_gettime keeps the GIL, where
     reading /proc/self/task/<id>/stat released it twice per thread: with the
     program's threads busy in Python, each release cost the monitor a wait of
     a switch interval or more, and 0.1 s heap figures came every 0.18 s.  The
