@@ -9,18 +9,13 @@ child process that inherited a running leech starts its own stream.
 
 from __future__ import annotations
 
+import atexit
+import gc
+import importlib
+import os
 import sys
-
-#: The modules loaded before the leech, taken before its own imports
-#: (lpm.leech.footprint: ctypes is lpm's when it is not one of them).
-_MODULES_BEFORE = frozenset(sys.modules)
-
-import atexit  # noqa: E402 - after the snapshot above
-import gc  # noqa: E402
-import importlib  # noqa: E402
-import os  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+import threading
+import time
 
 from ..errors import LeechError
 from ..eventlog import catalog
@@ -33,6 +28,10 @@ from .sink import Sink
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
     from typing import Any
+
+#: ctypes is lpm's (lpm.leech.footprint) unless the program loaded it before
+#: the leech, which loads it only to load the native library.
+_CTYPES_OURS = "ctypes" not in sys.modules
 
 #: Which implementation the last start() chose: "native" or "python".
 IMPLEMENTATION: str | None = None
@@ -71,7 +70,7 @@ class Leech:
         if self.config.asyncio == "on":
             self.monitor.track_tasks(True)
         if self.config.keep_out == "on":
-            self.kept_out = self.sink.keep_out(_MODULES_BEFORE)
+            self.kept_out = self.sink.keep_out(_CTYPES_OURS)
 
     def stop(self) -> None:
         self.sink.let_in()  # first: what stopping leaves behind must be collectable

@@ -32,10 +32,6 @@ import gc
 import sys
 from _weakref import getweakrefs
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
-    from typing import AbstractSet
-
 #: Types whose objects are running code: their contents change as it runs.
 _RUNNING = frozenset({"frame", "generator", "coroutine", "async_generator"})
 #: Modules of the classes of plain values (their ``__module__``): an instance
@@ -46,16 +42,15 @@ _VALUES = frozenset({"builtins", "collections", "weakref", "re", "_thread", "_st
 _LOADERS = frozenset({"ctypes", "_ctypes", "ctypes._endian"})
 
 
-def lpm_modules(before: AbstractSet[str]) -> set[str]:
-    """Names of lpm's modules, and of ctypes' when not in ``before`` (the
-    modules loaded before lpm)."""
+def lpm_modules(with_ctypes: bool) -> set[str]:
+    """Names of lpm's modules, and of ctypes' when ``with_ctypes`` (lpm loaded it)."""
     return {name for name in list(sys.modules)
-            if name == "lpm" or name.startswith("lpm.") or (name in _LOADERS and name not in before)}
+            if name == "lpm" or name.startswith("lpm.") or (with_ctypes and name in _LOADERS)}
 
 
-def lpm_objects(before: AbstractSet[str]) -> list[object]:
+def lpm_objects(with_ctypes: bool) -> list[object]:
     """The tracked objects that belong to lpm (see the module docstring)."""
-    ours = lpm_modules(before)
+    ours = lpm_modules(with_ctypes)
     theirs: set[int] = set()
     roots: list[object] = []
     for name, module in list(sys.modules.items()):

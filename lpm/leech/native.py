@@ -33,7 +33,7 @@ from .sink import Sink
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
-    from typing import AbstractSet, Any, Callable, cast
+    from typing import Any, Callable, cast
 
     from .sink import Sampler
 else:
@@ -234,8 +234,8 @@ class NativeSink(Sink):
 
     # -- the writer --------------------------------------------------------------
 
-    def keep_out(self, before: AbstractSet[str]) -> int:
-        return int(self._lib.lpm_gc_keep_out(lpm_objects(before)))
+    def keep_out(self, with_ctypes: bool) -> int:
+        return int(self._lib.lpm_gc_keep_out(lpm_objects(with_ctypes)))
 
     def let_in(self) -> int:
         return int(self._lib.lpm_gc_let_in())

@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays out of profiled programs (see lpm/eventlog/catalog.py)
     from ..eventlog.layout import Value
     from types import CodeType
-    from typing import AbstractSet, Callable, Dict, List, Optional
+    from typing import Callable, Dict, List, Optional
 
     from .wire import Kind
 
@@ -107,10 +107,10 @@ class Sink(abc.ABC):
         """(mode, functions numbered, threads left to another profiler)."""
         raise NotImplementedError
 
-    def keep_out(self, before: AbstractSet[str]) -> int:
-        """Keep lpm's objects (lpm.leech.footprint; ``before``: the modules
-        loaded before lpm) out of the program's collections until
-        :meth:`let_in`; how many.  The pure leech has no way to: none."""
+    def keep_out(self, with_ctypes: bool) -> int:
+        """Keep lpm's objects (lpm.leech.footprint; ctypes' too when ``with_ctypes``)
+        out of the program's collections until :meth:`let_in`; how many.  The
+        pure leech has no way to: none."""
         return 0
 
     def let_in(self) -> int:
