@@ -192,7 +192,11 @@ class Client:
             raise ConnectionError(f"not connected to {self.address[0]}:{self.address[1]}")
         id_, data = self._protocol.request(op, **args)
         pending = self._pending[id_] = _Pending()
-        self._send(data)
+        try:
+            self._send(data)
+        except ConnectionError:
+            self._pending.pop(id_, None)
+            raise
         if not pending.done.wait(timeout):
             self._pending.pop(id_, None)
             raise TimeoutError(f"no answer to {op} within {timeout} s")
@@ -264,7 +268,15 @@ class Client:
         if sock is None:
             raise ConnectionError("not connected")
         with self._send_lock:
-            sock.sendall(data)
+            try:
+                sock.sendall(data)
+            except OSError as err:
+                # The receiving thread may have dropped this socket since it
+                # was read above (the server closed it): EBADF, EPIPE, a TLS
+                # error; to the caller all of them are a lost connection.
+                if isinstance(err, ConnectionError):
+                    raise
+                raise ConnectionError(f"connection lost: {err}") from err
 
     def _receive(self) -> None:
         link = self._link

@@ -134,3 +134,41 @@ def test_asyncio_callbacks_and_calls(tmp_path: Path) -> None:
         program.wait(PATIENCE)
         server.terminate()
         server.wait(PATIENCE)
+
+
+class _DropFirst:
+    """A send lock that, before letting a send through, waits for the server
+    to drop the connection and for the client's own thread to close its socket:
+    the moment a request races the server's close."""
+
+    def __init__(self, client: Client, drop: threading.Event) -> None:
+        self.client = client
+        self.drop = drop
+
+    def __enter__(self) -> None:
+        self.drop.set()
+        wait_for(lambda: not self.client.connected.is_set(), "the client to see the server's close")
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_a_request_that_races_the_servers_close_is_a_lost_connection() -> None:
+    drop = threading.Event()
+
+    def close_when_told(conn: socket.socket) -> None:
+        drop.wait(PATIENCE)
+        conn.close()
+
+    fake = FakeServer(close_when_told)
+    fake.start()
+    client = Client(fake.address, reconnect=False).start()
+    try:
+        assert client.connected.wait(PATIENCE)
+        client._send_lock = _DropFirst(client, drop)  # type: ignore[assignment]
+        with pytest.raises(ConnectionError, match="connection lost"):
+            client.call("sources", timeout=PATIENCE)
+        assert not client._pending, "the failed request is not left waiting"
+    finally:
+        client.close()
+        fake.listener.close()
