@@ -137,17 +137,17 @@ def test_asyncio_callbacks_and_calls(tmp_path: Path) -> None:
 
 
 class _DropFirst:
-    """A send lock that, before letting a send through, waits for the server
-    to drop the connection and for the client's own thread to close its socket:
-    the moment a request races the server's close."""
+    """A send lock that, before letting a send through, has the server drop
+    the connection and waits until the client's own thread has closed its
+    socket: the moment a request races the server's close."""
 
-    def __init__(self, client: Client, drop: threading.Event) -> None:
-        self.client = client
+    def __init__(self, drop: threading.Event, closed: threading.Event) -> None:
         self.drop = drop
+        self.closed = closed
 
     def __enter__(self) -> None:
         self.drop.set()
-        wait_for(lambda: not self.client.connected.is_set(), "the client to see the server's close")
+        assert self.closed.wait(PATIENCE), "the client saw the server's close"
 
     def __exit__(self, *exc: object) -> None:
         return None
@@ -162,10 +162,11 @@ def test_a_request_that_races_the_servers_close_is_a_lost_connection() -> None:
 
     fake = FakeServer(close_when_told)
     fake.start()
-    client = Client(fake.address, reconnect=False).start()
+    closed = threading.Event()  # on_exit comes once the socket is closed
+    client = Client(fake.address, reconnect=False, on_exit=lambda _: closed.set()).start()
     try:
         assert client.connected.wait(PATIENCE)
-        client._send_lock = _DropFirst(client, drop)  # type: ignore[assignment]
+        client._send_lock = _DropFirst(drop, closed)  # type: ignore[assignment]
         with pytest.raises(ConnectionError, match="connection lost"):
             client.call("sources", timeout=PATIENCE)
         assert not client._pending, "the failed request is not left waiting"
