@@ -14,7 +14,7 @@ from typing import Sequence
 
 from lpm.eventlog import EndOfStream, Event, Header, read_events
 from lpm.eventlog.accounting import Accounting
-from lpm.leech.paths import open_reader
+from lpm.leech.paths import SERVER_MARK, open_reader
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 #: Generous bound for waiting on a process of ours; no test relies on it for timing.
@@ -28,13 +28,25 @@ def spawn(
     implementation: str,
     env: dict[str, str] | None = None,
     run_options: Sequence[str] = (),
+    watched: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """``python -m lpm run PROGRAM ARGS`` with its FIFOs in ``lpm_dir``."""
+    """``python -m lpm run PROGRAM ARGS`` with its FIFOs in ``lpm_dir``;
+    ``watched``: see :func:`watch`."""
+    if watched:
+        watch(lpm_dir)
     full_env = dict(os.environ, LPM_DIR=str(lpm_dir), **(env or {}))
     cmd = [sys.executable, "-m", "lpm", "run", "--implementation", implementation, *run_options]
     return subprocess.Popen(
         [*cmd, str(PROGRAMS / program), *args], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
+
+
+def watch(lpm_dir: Path) -> None:
+    """Stand, as a server does, for a reader that will come: a program that
+    ends before the test's reader opened its FIFO (a short one, on a busy
+    machine) then waits for it, up to its stop timeout, rather than taking
+    its events with it.  Only for tests that start a reader."""
+    (lpm_dir / SERVER_MARK).write_text(f"{os.getpid()}\n")
 
 
 def wait_for_fifo(lpm_dir: Path, proc: subprocess.Popen[bytes] | None = None) -> Path:
@@ -109,7 +121,7 @@ def decode(data: bytes) -> Stream:
 def recorded(program: str, args: Sequence[str], lpm_dir: Path, implementation: str,
              run_options: Sequence[str] = (), exit_code: int = 0) -> bytes:
     """Run PROGRAM under `lpm run` to its end with a reader on its FIFO; the stream."""
-    proc = spawn(program, args, lpm_dir, implementation, run_options=run_options)
+    proc = spawn(program, args, lpm_dir, implementation, run_options=run_options, watched=True)
     reader = FifoReader(wait_for_fifo(lpm_dir, proc))
     reader.start()
     code, _, err = finish(proc)

@@ -23,7 +23,7 @@ def test_workers_stream_everything_exactly(
     tmp_path: Path, implementation: str, checker: Callable[[Path], peers.Counts]
 ) -> None:
     threads, markers, gcs = 4, 250, 5
-    proc = spawn("workers.py", [str(threads), str(markers), str(gcs)], tmp_path, implementation)
+    proc = spawn("workers.py", [str(threads), str(markers), str(gcs)], tmp_path, implementation, watched=True)
     reader = FifoReader(wait_for_fifo(tmp_path, proc))
     reader.start()
     code, out, err = finish(proc)
@@ -81,7 +81,7 @@ def test_a_thread_that_speaks_before_threading_lists_it_gets_its_name(tmp_path: 
     collection in its start-up): numbered with the default name, its next
     event names it, though it ends long before the monitor's scan."""
     threads = 20
-    proc = spawn("early_event.py", [str(threads)], tmp_path, implementation)
+    proc = spawn("early_event.py", [str(threads)], tmp_path, implementation, watched=True)
     reader = FifoReader(wait_for_fifo(tmp_path, proc))
     reader.start()
     code, _, err = finish(proc)
@@ -183,6 +183,7 @@ def test_tiny_budget_under_a_flood_of_markers(tmp_path: Path, implementation: st
         tmp_path,
         implementation,
         env={"LPM_BUDGET": "8192", "LPM_BUFFER_SIZE": "4096", "LPM_STOP_TIMEOUT": "60"},
+        watched=True,
     )
     reader = FifoReader(wait_for_fifo(tmp_path, proc))
     reader.start()
@@ -210,7 +211,7 @@ def test_stack_samples_name_every_frame_of_every_thread(tmp_path: Path, implemen
     if implementation == "python" and sampler == "gil":
         pytest.skip("the pure leech always samples with the GIL")
     options = ["--sample-rate", "200", "--sampler", sampler]
-    proc = spawn("stacks.py", ["0.6"], tmp_path, implementation, run_options=options)
+    proc = spawn("stacks.py", ["0.6"], tmp_path, implementation, run_options=options, watched=True)
     reader = FifoReader(wait_for_fifo(tmp_path, proc))
     reader.start()
     code, out, err = finish(proc)

@@ -12,7 +12,7 @@ import pytest
 
 from lpm.eventlog import events as ev
 
-from .helpers import PATIENCE, PROGRAMS, FifoReader, decode, finish, spawn
+from .helpers import PATIENCE, PROGRAMS, FifoReader, decode, finish, spawn, wait_for_fifo, watch
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -68,6 +68,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_autostart_streams_a_program_that_knows_nothing_of_lpm(installed: Path, tmp_path: Path) -> None:
     env = dict(os.environ, LPM_AUTOSTART="1", LPM_DIR=str(tmp_path))
+    watch(tmp_path)
     proc = subprocess.Popen(
         [str(installed), str(PROGRAMS / "untouched.py"), "a1", "b2"],
         env=env,
@@ -75,8 +76,6 @@ def test_autostart_streams_a_program_that_knows_nothing_of_lpm(installed: Path, 
         stderr=subprocess.PIPE,
         cwd=tmp_path,
     )
-    from .helpers import wait_for_fifo
-
     reader = FifoReader(wait_for_fifo(tmp_path, proc))
     reader.start()
     code, out, err = finish(proc)

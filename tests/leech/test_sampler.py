@@ -69,7 +69,7 @@ def test_background_sampler_under_thread_and_code_churn(tmp_path: Path) -> None:
     at 1000 Hz, no sample names a wrong function or loses frames to a
     moving stack, and short-lived threads are sampled too."""
     options = ["--sample-rate", "1000"]
-    proc = spawn("churn.py", ["1.5"], tmp_path, "native", run_options=options)
+    proc = spawn("churn.py", ["1.5"], tmp_path, "native", run_options=options, watched=True)
     reader = FifoReader(wait_for_fifo(tmp_path, proc))
     reader.start()
     code, out, err = finish(proc)
