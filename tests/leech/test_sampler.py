@@ -67,11 +67,26 @@ def test_background_sampler_under_thread_and_code_churn(tmp_path: Path) -> None:
     """Threads that live a millisecond, code objects made and freed all the
     time (their addresses reused), stacks deeper than a data-stack chunk:
     at 1000 Hz, no sample names a wrong function or loses frames to a
-    moving stack, and short-lived threads are sampled too."""
+    moving stack, and short-lived threads are sampled too.  The program
+    churns until the stream holds enough samples in leaf(), from enough
+    threads: on a busy machine that takes longer, not fewer samples."""
+    until = tmp_path / "stop-now"
     options = ["--sample-rate", "1000"]
-    proc = spawn("churn.py", ["1.5"], tmp_path, "native", run_options=options, watched=True)
+    proc = spawn("churn.py", [str(until)], tmp_path, "native", run_options=options, watched=True)
     reader = FifoReader(wait_for_fifo(tmp_path, proc))
     reader.start()
+
+    def leaf_samples() -> list[tuple[int, list[ev.PyCode]]]:
+        return [(thread, frames) for _, thread, frames in samples(decode(bytes(reader.data)))
+                if frames and frames[0].name == "leaf"]
+
+    deadline = time.monotonic() + PATIENCE
+    while time.monotonic() < deadline and proc.poll() is None:
+        so_far = leaf_samples()
+        if len(so_far) >= 50 and len({thread for thread, _ in so_far}) >= 10:
+            break
+        time.sleep(0.5)  # decoding a stream of deep stacks at 1000 Hz is no small job
+    until.touch()
     code, out, err = finish(proc)
     reader.join(PATIENCE)
     assert code == 0, err
@@ -79,7 +94,7 @@ def test_background_sampler_under_thread_and_code_churn(tmp_path: Path) -> None:
     stream = decode(bytes(reader.data))
     assert stream.complete
     stream.assert_balanced()
-    in_leaf = [(thread, frames) for _, thread, frames in samples(stream) if frames and frames[0].name == "leaf"]
+    in_leaf = leaf_samples()
     assert len(in_leaf) >= 50, f"only {len(in_leaf)} samples in leaf()"
     for _, frames in in_leaf:
         # dyn_<i> is defined on line i + 1 and leaf two lines below it.

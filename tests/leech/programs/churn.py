@@ -1,6 +1,6 @@
 """Sample program: a hard life for a sampler that reads without the GIL.
 
-For argv[1] seconds, threads start and end all the time; each runs code made
+Until the file argv[1] appears, threads start and end all the time; each runs code made
 with exec() a moment before (so code objects come and go, and their
 addresses are reused), recurses deep enough to span several data-stack
 chunks, and goes through generators.  Every dynamic function ``dyn_<i>``
@@ -8,12 +8,14 @@ calls a ``leaf`` defined on the next line, so a sample that shows the pair
 with any other line numbers has named a code object wrongly.
 """
 
+import os
 import sys
 import threading
 import time
 from typing import Any, Callable
 
-SECONDS = float(sys.argv[1])
+UNTIL = sys.argv[1]
+LIMIT = 120.0  # seconds, should the test that stops it be gone
 DEPTH = 400
 
 
@@ -43,9 +45,9 @@ def worker(i: int, until: float) -> None:
     through_generators(until, made(i % 500))
 
 
-end = time.monotonic() + SECONDS
+end = time.monotonic() + LIMIT
 i = 0
-while time.monotonic() < end:
+while not os.path.exists(UNTIL) and time.monotonic() < end:
     batch = [threading.Thread(target=worker, args=(i + k, end), name=f"churn-{i + k}") for k in range(4)]
     i += 4
     for t in batch:
