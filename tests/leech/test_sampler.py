@@ -127,9 +127,10 @@ def test_rate_command_stops_and_restarts_sampling(tmp_path: Path, implementation
     send(fifo, "rate 0")
     wait_until(reader, lambda _: setting("0.0"), "rate 0 take effect")
     time.sleep(0.4)
+    sampled = len(decode(bytes(reader.data)).of_type(ev.PySample))
     send(fifo, "rate 400")
     wait_until(reader, lambda _: setting("400.0"), "rate 400 take effect")
-    time.sleep(0.4)
+    wait_until(reader, lambda d: len(decode(d).of_type(ev.PySample)) >= sampled + 60, "samples at 400 Hz")
     until.touch()
     code, _, err = finish(proc)
     reader.join(PATIENCE)
@@ -144,7 +145,8 @@ def test_rate_command_stops_and_restarts_sampling(tmp_path: Path, implementation
     # may land just after it, the first at "rate 400" just before it.
     assert not [ts for ts in stamps if off + 50_000_000 < ts < on - 50_000_000], "samples while the rate was 0"
     after = [ts for ts in stamps if ts > on]
-    assert len(after) >= 40, f"{len(after)} samples in 0.4 s at 400 Hz"
+    # 60 came after the "rate 400" (waited for above); only a tick under way may precede the setting.
+    assert len(after) >= 40, f"only {len(after)} samples after the rate went to 400 Hz"
 
 
 @needs_native
