@@ -20,12 +20,13 @@ def send(fifo: Path, line: str) -> None:
         os.close(fd)
 
 
-def wait_until(reader: FifoReader, predicate: object, what: str) -> None:
+def wait_until(reader: FifoReader, predicate: object, what: str, every: float = 0.01) -> None:
+    """Until ``predicate`` holds of the bytes read so far, looked at ``every`` seconds."""
     deadline = time.monotonic() + PATIENCE
     while time.monotonic() < deadline:
         if predicate(bytes(reader.data)):  # type: ignore[operator]
             return
-        time.sleep(0.01)
+        time.sleep(every)
     raise AssertionError(f"never saw {what}")
 
 

@@ -76,16 +76,15 @@ def test_background_sampler_under_thread_and_code_churn(tmp_path: Path) -> None:
     reader = FifoReader(wait_for_fifo(tmp_path, proc))
     reader.start()
 
-    def leaf_samples() -> list[tuple[int, list[ev.PyCode]]]:
-        return [(thread, frames) for _, thread, frames in samples(decode(bytes(reader.data)))
-                if frames and frames[0].name == "leaf"]
+    def leaf_samples(stream: Stream) -> list[tuple[int, list[ev.PyCode]]]:
+        return [(thread, frames) for _, thread, frames in samples(stream) if frames and frames[0].name == "leaf"]
 
-    deadline = time.monotonic() + PATIENCE
-    while time.monotonic() < deadline and proc.poll() is None:
-        so_far = leaf_samples()
-        if len(so_far) >= 50 and len({thread for thread, _ in so_far}) >= 10:
-            break
-        time.sleep(0.5)  # decoding a stream of deep stacks at 1000 Hz is no small job
+    def enough(data: bytes) -> bool:
+        so_far = leaf_samples(decode(data))
+        return len(so_far) >= 50 and len({thread for thread, _ in so_far}) >= 10
+
+    # Decoding a stream of deep stacks at 1000 Hz is no small job: twice a second.
+    wait_until(reader, enough, "50 samples in leaf() from 10 threads", every=0.5)
     until.touch()
     code, out, err = finish(proc)
     reader.join(PATIENCE)
@@ -94,7 +93,7 @@ def test_background_sampler_under_thread_and_code_churn(tmp_path: Path) -> None:
     stream = decode(bytes(reader.data))
     assert stream.complete
     stream.assert_balanced()
-    in_leaf = leaf_samples()
+    in_leaf = leaf_samples(stream)
     assert len(in_leaf) >= 50, f"only {len(in_leaf)} samples in leaf()"
     for _, frames in in_leaf:
         # dyn_<i> is defined on line i + 1 and leaf two lines below it.
